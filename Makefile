@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine with Python >= 3.11 and make:
+#   make run    create the environment, then run the main job on the embedded default
+#   make test   create the environment, then run the tests
+# The environment is installed exactly from uv.lock by uv, which is itself bootstrapped with pip.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+AURUM := $(VENV)/bin/aurum
+
+export UV_PYTHON_DOWNLOADS := never
+export UV_COMPILE_BYTECODE := 1
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: setup run test bench-lake clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+setup: $(VENV)/.synced  ## create .venv from the lock file
+
+run: setup  ## ingest the synthetic market into the lake under AURUM_HOME (default ./.aurum) and print its stats
+	$(AURUM) ingest synthetic
+	$(AURUM) data stats
+
+test: setup  ## run the test suite
+	$(VENV)/bin/python -m pytest
+
+bench-lake: setup  ## ingest rate and 30-day window read as the lake grows from 1 to 20 years
+	$(VENV)/bin/python benchmarks/bench_lake.py --write-docs
+
+clean:  ## remove the environments and the local lake
+	rm -rf $(VENV) $(TOOLS) .aurum

@@ -1,0 +1,401 @@
+"""The Iceberg adapter: the market-data lake's catalog, table definitions, commits and reads.
+
+This is the only module that imports ``pyiceberg``. Tables live in one namespace (``market`` by
+default):
+
+``prices``        one row per (market, delivery_start): the day-ahead price and when it was published.
+``fundamentals``  one row per (market, delivery_start): day-ahead forecasts with ``issued_at`` and
+                  actuals with ``load_actual_known_at``.
+``quarantine``    every rejected value or row, with the reason, source file, line and batch.
+``markets``       the markets the lake knows, with their clocks and provenance.
+``ingest_batches`` one row per committed ingest: the file hash, row counts, snapshot ids.
+
+Market tables are partitioned by ``market`` and ``year(delivery_start)`` and sorted by
+``delivery_start``, so reading one market over a window touches one or two files per year of the
+window, whatever the table's size.
+
+Writes are copy-on-write per data file: a batch reads the files its rows may fall into, merges
+(newest value wins per key) and commits one OVERWRITE (or APPEND) snapshot that swaps the old
+files for the new ones. A commit that conflicts with a concurrent writer is redone from a fresh
+table state, up to ``commit_retries`` times.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pyarrow as pa
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.expressions import (
+    AlwaysFalse,
+    AlwaysTrue,
+    And,
+    BooleanExpression,
+    EqualTo,
+    GreaterThanOrEqual,
+    LessThan,
+)
+from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.manifest import DataFile
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.table.sorting import SortField, SortOrder
+from pyiceberg.transforms import IdentityTransform, YearTransform
+from pyiceberg.types import DoubleType, LongType, NestedField, StringType, TimestamptzType
+from sqlalchemy.exc import OperationalError as SqlOperationalError
+
+from features.errors import CatalogUnavailableError, CommitConflictError
+from features.settings import AurumSettings
+
+log = logging.getLogger(__name__)
+
+def _fields(*specs: tuple[str, object, bool, str]) -> Schema:
+    return Schema(
+        *(NestedField(i + 1, name, typ, required=req, doc=doc) for i, (name, typ, req, doc) in enumerate(specs))
+    )
+
+
+_TS = TimestamptzType()
+_STR = StringType()
+_DBL = DoubleType()
+_LONG = LongType()
+
+SCHEMAS: dict[str, Schema] = {
+    "prices": _fields(
+        ("market", _STR, True, "market code"),
+        ("delivery_start", _TS, True, "start of the delivery period, UTC"),
+        ("delivery_end", _TS, True, "end of the delivery period (exclusive), UTC"),
+        ("price", _DBL, True, "day-ahead clearing price in the market's currency per MWh"),
+        ("currency", _STR, True, "ISO 4217 currency"),
+        ("resolution", _STR, True, "ISO 8601 length of the delivery period: PT60M or PT15M"),
+        ("source", _STR, True, "source kind: epf, entsoe, csv, synthetic"),
+        ("published_at", _TS, True, "when the price became public (auction results), UTC"),
+        ("ingested_at", _TS, True, "when Aurum stored the value, UTC"),
+        ("batch_id", _STR, True, "ingest batch that wrote the row"),
+    ),
+    "fundamentals": _fields(
+        ("market", _STR, True, "market code"),
+        ("delivery_start", _TS, True, "start of the delivery period, UTC"),
+        ("delivery_end", _TS, True, "end of the delivery period (exclusive), UTC"),
+        ("resolution", _STR, True, "PT60M or PT15M"),
+        ("load_forecast_mw", _DBL, False, "day-ahead load forecast, MW"),
+        ("generation_forecast_mw", _DBL, False, "day-ahead (scheduled) generation forecast, MW"),
+        ("wind_forecast_mw", _DBL, False, "day-ahead total wind forecast, MW"),
+        ("wind_onshore_forecast_mw", _DBL, False, "day-ahead onshore wind forecast, MW"),
+        ("wind_offshore_forecast_mw", _DBL, False, "day-ahead offshore wind forecast, MW"),
+        ("solar_forecast_mw", _DBL, False, "day-ahead solar forecast, MW"),
+        ("fuel_price_eur_mwh", _DBL, False, "fuel (gas) price known on D-1, EUR/MWh thermal"),
+        ("issued_at", _TS, True, "when the day-ahead forecasts of the row were published, UTC"),
+        ("load_actual_mw", _DBL, False, "actual load, MW"),
+        ("load_actual_known_at", _TS, False, "when the actual load became known, UTC"),
+        ("source", _STR, True, "source kind"),
+        ("ingested_at", _TS, True, "when Aurum stored the row, UTC"),
+        ("batch_id", _STR, True, "ingest batch that last wrote the row"),
+    ),
+    "quarantine": _fields(
+        ("batch_id", _STR, True, "ingest batch that rejected the value"),
+        ("market", _STR, True, "market code"),
+        ("source", _STR, True, "source kind"),
+        ("source_file", _STR, True, "path of the source file"),
+        ("source_sha256", _STR, True, "SHA-256 of the source file"),
+        ("source_line", _LONG, False, "1-based line of the source file (header is line 1)"),
+        ("target", _STR, True, "what was rejected: prices, fundamentals or row"),
+        ("column", _STR, False, "canonical column of a rejected value; null for a whole row"),
+        ("reason", _STR, True, "machine-readable reason, such as duplicate_conflict"),
+        ("detail", _STR, True, "human-readable explanation with the bad value"),
+        ("delivery_start", _TS, False, "delivery period when it could be placed, UTC"),
+        ("raw", _STR, True, "the source row as JSON, values as read"),
+        ("quarantined_at", _TS, True, "when the value was rejected, UTC"),
+    ),
+    "markets": _fields(
+        ("code", _STR, True, "market code"),
+        ("name", _STR, True, "human name"),
+        ("timezone", _STR, True, "IANA zone of local delivery time"),
+        ("country", _STR, True, "ISO 3166-1 alpha-2 country"),
+        ("currency", _STR, True, "ISO 4217 currency"),
+        ("gate_closure", _STR, True, "day-ahead gate closure, local HH:MM on D-1"),
+        ("prices_published", _STR, True, "day-ahead results public by, local HH:MM on D-1"),
+        ("forecasts_issued", _STR, True, "day-ahead forecasts public by, local HH:MM on D-1"),
+        ("actuals_delay_s", _LONG, True, "seconds after delivery end until actuals are known"),
+        ("provenance", _STR, True, "where the data comes from, and its licence"),
+        ("updated_at", _TS, True, "when the row was written, UTC"),
+    ),
+    "ingest_batches": _fields(
+        ("batch_id", _STR, True, "batch id"),
+        ("market", _STR, True, "market code"),
+        ("source", _STR, True, "source kind"),
+        ("source_file", _STR, True, "path of the source file"),
+        ("source_sha256", _STR, True, "SHA-256 of the source file"),
+        ("rows_read", _LONG, True, "data rows in the source"),
+        ("prices_accepted", _LONG, True, "price rows written"),
+        ("fundamentals_accepted", _LONG, True, "fundamentals rows written"),
+        ("quarantined", _LONG, True, "quarantine records written"),
+        ("quarantine_by_reason", _STR, True, "JSON object reason -> count"),
+        ("dst_autumn_split", _LONG, True, "padded24 autumn values stored for both repeated hours"),
+        ("gaps", _LONG, True, "missing delivery periods inside the covered span"),
+        ("gap_ranges", _STR, True, "JSON list of [first, last] missing periods"),
+        ("snapshots", _STR, True, "JSON object table -> snapshot id committed by the batch"),
+        ("started_at", _TS, True, "batch start, UTC"),
+        ("committed_at", _TS, True, "batch commit, UTC"),
+    ),
+}
+
+MARKET_TABLES = ("prices", "fundamentals")
+KEY = ("market", "delivery_start")
+
+
+def _time_partitioned(schema: Schema) -> tuple[PartitionSpec, SortOrder]:
+    market = schema.find_field("market").field_id
+    start = schema.find_field("delivery_start").field_id
+    spec = PartitionSpec(
+        PartitionField(source_id=market, field_id=1000, transform=IdentityTransform(), name="market"),
+        PartitionField(source_id=start, field_id=1001, transform=YearTransform(), name="delivery_year"),
+    )
+    return spec, SortOrder(SortField(source_id=market), SortField(source_id=start))
+
+
+def _layout(name: str) -> tuple[PartitionSpec, SortOrder]:
+    schema = SCHEMAS[name]
+    if name in MARKET_TABLES:
+        return _time_partitioned(schema)
+    if name == "quarantine":
+        market = schema.find_field("market").field_id
+        spec = PartitionSpec(PartitionField(source_id=market, field_id=1000, transform=IdentityTransform(), name="market"))
+        return spec, SortOrder()
+    return PartitionSpec(), SortOrder()
+
+
+@dataclass
+class Commit:
+    """What one commit swapped in a table, so a failed multi-table ingest can undo it."""
+
+    table: str
+    snapshot_id: int | None
+    removed: list[DataFile] = field(default_factory=list)
+    added: list[DataFile] = field(default_factory=list)
+    rows: int = 0
+
+
+def window_filter(market: str, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None) -> BooleanExpression:
+    """Row filter for one market's delivery periods in ``[start, end)`` (UTC), pushed into the scan."""
+    expr: BooleanExpression = EqualTo("market", market)
+    if start is not None:
+        expr = And(expr, GreaterThanOrEqual("delivery_start", _iso(start)))
+    if end is not None:
+        expr = And(expr, LessThan("delivery_start", _iso(end)))
+    return expr
+
+
+def equals(column: str, value: str) -> BooleanExpression:
+    """Row filter ``column == value``."""
+    return EqualTo(column, value)
+
+
+def _iso(ts: pd.Timestamp) -> str:
+    ts = pd.Timestamp(ts)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return ts.tz_convert("UTC").isoformat()
+
+
+def to_arrow(name: str, frame: pd.DataFrame) -> pa.Table:
+    """A pandas frame as an Arrow table of exactly the table's schema (µs UTC timestamps)."""
+    schema = SCHEMAS[name].as_arrow()
+    missing = [f.name for f in schema if f.name not in frame.columns]
+    if missing:
+        raise ValueError(f"frame for table {name!r} lacks columns {missing}")
+    cols = {}
+    for f in schema:
+        s = frame[f.name]
+        if pa.types.is_timestamp(f.type):
+            s = pd.to_datetime(s, utc=True).astype("datetime64[us, UTC]")
+        cols[f.name] = pa.array(s, type=f.type, from_pandas=True)
+    return pa.Table.from_pydict(cols, schema=schema)
+
+
+class Lake:
+    """The market-data lake: an Iceberg catalog and the tables of one namespace."""
+
+    def __init__(self, settings: AurumSettings, catalog: Catalog):
+        self.settings = settings
+        self.catalog = catalog
+        self.namespace = settings.namespace
+
+    @classmethod
+    def open(cls, settings: AurumSettings, *, create: bool = True) -> Lake:
+        """Connect to the profile's catalog; with ``create``, make the namespace and tables if absent."""
+        props = settings.catalog_properties()
+        if settings.profile == "local" and props["uri"].startswith("sqlite:///"):
+            settings.home_dir.mkdir(parents=True, exist_ok=True)
+        if props["warehouse"].startswith("file://"):
+            from urllib.parse import urlparse
+
+            from pathlib import Path
+
+            Path(urlparse(props["warehouse"]).path).mkdir(parents=True, exist_ok=True)
+        try:
+            catalog = load_catalog(settings.catalog.name, **props)
+            lake = cls(settings, catalog)
+            if create:
+                lake._ensure_tables()
+        except SqlOperationalError as exc:
+            raise CatalogUnavailableError(
+                f"Iceberg catalog at {_redact(props['uri'])!r} is unreachable: {exc.orig}"
+            ) from exc
+        return lake
+
+    def _ensure_tables(self) -> None:
+        try:
+            self.catalog.create_namespace_if_not_exists(self.namespace)
+        except NamespaceAlreadyExistsError:  # a concurrent process created it first
+            pass
+        for name, schema in SCHEMAS.items():
+            if self.catalog.table_exists(self.ident(name)):
+                continue
+            spec, order = _layout(name)
+            self.catalog.create_table_if_not_exists(
+                self.ident(name),
+                schema=schema,
+                partition_spec=spec,
+                sort_order=order,
+                properties={"write.parquet.compression-codec": "zstd", "format-version": "2"},
+            )
+
+    def ident(self, name: str) -> str:
+        return f"{self.namespace}.{name}"
+
+    def table(self, name: str) -> Table:
+        try:
+            return self.catalog.load_table(self.ident(name))
+        except NoSuchTableError as exc:
+            raise CatalogUnavailableError(f"table {self.ident(name)!r} does not exist; run an ingest first") from exc
+
+    # ---------------------------------------------------------------- writes
+
+    def rewrite(
+        self,
+        name: str,
+        scope: BooleanExpression,
+        transform: Callable[[pa.Table | None], pa.Table],
+        *,
+        properties: dict[str, str] | None = None,
+    ) -> Commit:
+        """Replace the data files that may hold rows in ``scope`` by ``transform(their rows)``.
+
+        ``transform`` gets every row of those files (None when there are none) and returns the
+        new content for them; rows outside ``scope`` must be passed through. One snapshot is
+        committed; on a conflict with a concurrent writer the whole step is redone.
+        """
+        retries = self.settings.commit_retries
+        for attempt in range(retries + 1):
+            table = self.table(name)
+            removed: list[DataFile] = []
+            old: pa.Table | None = None
+            if table.current_snapshot() is not None:
+                tasks = list(table.scan(row_filter=scope).plan_files())
+                removed = [t.file for t in tasks]
+                if tasks:
+                    old = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
+            new = transform(old)
+            try:
+                commit = self._swap(table, removed, new, properties or {})
+                commit.table = name
+                return commit
+            except (CommitFailedException, SqlOperationalError) as exc:
+                if attempt == retries:
+                    raise CommitConflictError(
+                        f"commit to {self.ident(name)!r} still conflicted after {retries} retries: {exc}"
+                    ) from exc
+                delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+                log.info("commit to %s conflicted (%s); retry %d in %.2fs", name, exc, attempt + 1, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _swap(self, table: Table, removed: list[DataFile], new: pa.Table, properties: dict[str, str]) -> Commit:
+        added: list[DataFile] = []
+        with table.transaction() as tx:
+            if removed:
+                producer = tx.update_snapshot(snapshot_properties=properties).overwrite()
+            else:
+                producer = tx.update_snapshot(snapshot_properties=properties).fast_append()
+            with producer as op:
+                for f in removed:
+                    op.delete_data_file(f)
+                if new.num_rows:
+                    for f in _dataframe_to_data_files(tx.table_metadata, new, table.io, write_uuid=op.commit_uuid):
+                        f.spec_id = tx.table_metadata.default_spec_id  # needed to undo the commit later
+                        op.append_data_file(f)
+                        added.append(f)
+        snap = table.current_snapshot()
+        return Commit(table="", snapshot_id=snap.snapshot_id if snap else None, removed=removed, added=added,
+                      rows=new.num_rows)
+
+    def append(self, name: str, rows: pa.Table, *, properties: dict[str, str] | None = None) -> Commit:
+        """Append rows in one snapshot (retried on conflicts like :meth:`rewrite`)."""
+        return self.rewrite(name, AlwaysFalse(), lambda _old: rows, properties=properties)
+
+    def undo(self, commit: Commit) -> None:
+        """Swap a commit's files back: the table holds again what it held before that commit."""
+        for attempt in range(self.settings.commit_retries + 1):
+            table = self.table(commit.table)
+            try:
+                with table.transaction() as tx:
+                    with tx.update_snapshot(snapshot_properties={"aurum.undo": str(commit.snapshot_id)}).overwrite() as op:
+                        for f in commit.added:
+                            op.delete_data_file(f)
+                        for f in commit.removed:
+                            op.append_data_file(f)
+                return
+            except (CommitFailedException, SqlOperationalError):
+                if attempt == self.settings.commit_retries:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+
+    # ---------------------------------------------------------------- reads
+
+    def scan(
+        self,
+        name: str,
+        row_filter: BooleanExpression = AlwaysTrue(),
+        columns: tuple[str, ...] = ("*",),
+        snapshot_id: int | None = None,
+    ) -> pa.Table:
+        """Rows of a table matching ``row_filter``; filters and columns are pushed into the scan."""
+        table = self.table(name)
+        return table.scan(row_filter=row_filter, selected_fields=columns, snapshot_id=snapshot_id).to_arrow()
+
+    def snapshot_id(self, name: str) -> int | None:
+        snap = self.table(name).current_snapshot()
+        return snap.snapshot_id if snap else None
+
+    def snapshot_summary(self, name: str) -> dict[str, str]:
+        snap = self.table(name).current_snapshot()
+        return dict(snap.summary.additional_properties) | {"operation": snap.summary.operation.value} if snap else {}
+
+    def file_paths(self, name: str, row_filter: BooleanExpression = AlwaysTrue()) -> list[str]:
+        """Data files a scan with ``row_filter`` would read (for benchmarks and tests of pruning)."""
+        table = self.table(name)
+        if table.current_snapshot() is None:
+            return []
+        return [t.file.file_path for t in table.scan(row_filter=row_filter).plan_files()]
+
+
+def new_batch_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _redact(uri: str) -> str:
+    """A connection URI without its password."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}" if ":" in cred else uri
+    return uri

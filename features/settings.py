@@ -1,0 +1,132 @@
+"""The typed settings of every Aurum deployable: one pydantic-settings object, ``AURUM_`` prefix.
+
+Two profiles share all code:
+
+- ``local`` (default): everything embedded under ``AURUM_HOME`` (default ``./.aurum``): an Iceberg
+  SQL catalog in SQLite (``catalog.db``) and a file warehouse (``warehouse/``).
+- ``prod``: an Iceberg SQL catalog on PostgreSQL (``AURUM_POSTGRES_URL``) or a REST catalog
+  (``AURUM_CATALOG__TYPE=rest``, ``AURUM_CATALOG__URI=https://…``), a warehouse on any
+  fsspec/pyarrow URI (``s3://…``, ``gs://…``, ``file://…``) and Redis (``AURUM_REDIS_URL``).
+
+Nested fields use ``__``: ``AURUM_CATALOG__WAREHOUSE=s3://bucket/aurum``. Nothing here touches the
+network or the disk at import; entry points build a settings object and pass it down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from features.errors import ConfigurationError
+
+DEFAULT_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    # Harmonised day-ahead price limits of the European market coupling are -500 and +4000 EUR/MWh.
+    "price": (-500.0, 4000.0),
+    "load_forecast_mw": (0.0, 200_000.0),
+    "load_actual_mw": (0.0, 200_000.0),
+    "generation_forecast_mw": (0.0, 300_000.0),
+    "wind_forecast_mw": (0.0, 150_000.0),
+    "wind_onshore_forecast_mw": (0.0, 150_000.0),
+    "wind_offshore_forecast_mw": (0.0, 80_000.0),
+    "solar_forecast_mw": (0.0, 150_000.0),
+    "fuel_price_eur_mwh": (0.0, 1_000.0),
+}
+
+# An exact zero in a zone-wide load, generation or wind forecast is a placeholder for missing
+# data in public sources (seen in the ENTSO-E files); a zero solar forecast is simply night.
+DEFAULT_ZERO_IS_MISSING: tuple[str, ...] = (
+    "load_forecast_mw",
+    "load_actual_mw",
+    "generation_forecast_mw",
+    "wind_forecast_mw",
+    "wind_onshore_forecast_mw",
+    "wind_offshore_forecast_mw",
+)
+
+
+class CatalogSettings(BaseModel):
+    """Where the Iceberg catalog and its warehouse live."""
+
+    type: Literal["sql", "rest"] = Field("sql", description="Iceberg catalog kind: SQL (SQLite/PostgreSQL) or REST.")
+    name: str = Field("aurum", description="Catalog name; SQL catalogs keep tables of several names apart.")
+    uri: str | None = Field(
+        None,
+        description="SQLAlchemy URL of a SQL catalog or the base URL of a REST catalog; "
+        "default: SQLite under the home folder (local) or AURUM_POSTGRES_URL (prod).",
+    )
+    warehouse: str | None = Field(
+        None, description="Warehouse URI for data files (file://, s3://, gs://, abfs://); default: home/warehouse locally."
+    )
+    properties: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra catalog properties passed through (REST credential/token, s3.endpoint, s3.region …).",
+    )
+
+
+class ValidationSettings(BaseModel):
+    """Rules that decide which ingested values are accepted and which go to quarantine."""
+
+    bounds: dict[str, tuple[float | None, float | None]] = Field(
+        default_factory=lambda: dict(DEFAULT_BOUNDS),
+        description="Plausible [min, max] per canonical column; values outside go to quarantine.",
+    )
+    zero_is_missing: tuple[str, ...] = Field(
+        DEFAULT_ZERO_IS_MISSING, description="Columns where an exact 0 means 'no data' and is quarantined."
+    )
+
+
+class AurumSettings(BaseSettings):
+    """Settings of the whole platform; build one in an entry point and pass it down."""
+
+    model_config = SettingsConfigDict(env_prefix="AURUM_", env_nested_delimiter="__", extra="ignore")
+
+    profile: Literal["local", "prod"] = Field("local", description="Embedded 'local' or server-backed 'prod'.")
+    home: Path = Field(Path(".aurum"), description="Home folder of everything the local profile keeps, and reports.")
+    namespace: str = Field("market", description="Iceberg namespace of the market-data tables.")
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings, description="Iceberg catalog and warehouse.")
+    postgres_url: str = Field(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
+        description="PostgreSQL of the prod profile (Iceberg catalog; later MLflow, Feast registry, Optuna).",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis of the prod profile (Feast online store).")
+    data_dir: Path | None = Field(
+        None, description="Folder of real market files (epf/, entsoe/); default ../shared/data when it exists."
+    )
+    validation: ValidationSettings = Field(default_factory=ValidationSettings, description="Ingest validation rules.")
+    commit_retries: int = Field(8, ge=0, description="Retries of an Iceberg commit that conflicts with another writer.")
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    def catalog_properties(self) -> dict[str, str]:
+        """Properties for ``pyiceberg.catalog.load_catalog`` under the active profile."""
+        c = self.catalog
+        if c.type == "rest":
+            if not c.uri:
+                raise ConfigurationError("a REST catalog needs AURUM_CATALOG__URI, the catalog's base URL")
+            props = {"type": "rest", "uri": c.uri}
+            if c.warehouse:
+                props["warehouse"] = c.warehouse
+            return props | c.properties
+        if self.profile == "local":
+            uri = c.uri or f"sqlite:///{self.home_dir / 'catalog.db'}"
+            warehouse = c.warehouse or (self.home_dir / "warehouse").as_uri()
+        else:
+            uri = c.uri or self.postgres_url
+            if not c.warehouse:
+                raise ConfigurationError(
+                    "the prod profile needs AURUM_CATALOG__WAREHOUSE (for example s3://bucket/aurum); got none"
+                )
+            warehouse = c.warehouse
+        return {"type": "sql", "uri": uri, "warehouse": warehouse} | c.properties
+
+    def resolved_data_dir(self) -> Path | None:
+        """The real-data folder, or None when there is none."""
+        if self.data_dir is not None:
+            return self.data_dir
+        candidate = Path("..") / "shared" / "data"
+        return candidate.resolve() if candidate.is_dir() else None
