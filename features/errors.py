@@ -56,3 +56,7 @@ class CommitConflictError(AurumError, RuntimeError):
 
 class IngestAbortedError(AurumError, RuntimeError):
     """An ingest failed part-way; the tables it had touched were restored to their state before it."""
+
+
+class InvalidWindowError(AurumError, ValueError):
+    """A time window bound that is not a time, or a window that ends before it starts."""

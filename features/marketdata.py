@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.errors import InvalidWindowError
 from features.lake import Commit, Lake, equals, to_arrow, window_filter
 from features.markets import BUILTIN_MARKETS, Market, MarketRegistry
 from features.timeutil import RESOLUTIONS
@@ -23,7 +24,10 @@ from features.timeutil import RESOLUTIONS
 def _utc(ts: object) -> pd.Timestamp | None:
     if ts is None:
         return None
-    t = pd.Timestamp(ts)
+    try:
+        t = pd.Timestamp(ts)
+    except ValueError:
+        raise InvalidWindowError(f"window bound {ts!r} is not a time; expected ISO 8601 such as 2024-06-01T00:00") from None
     return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
@@ -104,7 +108,10 @@ class MarketData:
 
     def _read(self, table: str, market: str, start: object, end: object, snapshot_id: int | None) -> pd.DataFrame:
         self.registry().get(market)  # an unknown market is an error, not an empty frame
-        rows = self.lake.scan(table, window_filter(market, _utc(start), _utc(end)), snapshot_id=snapshot_id)
+        lo, hi = _utc(start), _utc(end)
+        if lo is not None and hi is not None and hi < lo:
+            raise InvalidWindowError(f"window ends ({hi.isoformat()}) before it starts ({lo.isoformat()})")
+        rows = self.lake.scan(table, window_filter(market, lo, hi), snapshot_id=snapshot_id)
         return rows.sort_by("delivery_start").to_pandas()
 
     def quarantine(self, market: str | None = None, batch_id: str | None = None) -> pd.DataFrame:

@@ -51,3 +51,12 @@ def test_stats_per_table_and_market(filled):
     assert north.gaps == 0 and north.snapshot_id == filled.snapshot_id("prices")
     assert stats[("ingest_batches", "*")].rows == 2
     assert "SYN_SOUTH" in stats_table(list(stats.values()))
+
+
+def test_bad_window_bounds_are_clear_errors(filled):
+    from features.errors import InvalidWindowError
+
+    with pytest.raises(InvalidWindowError, match="'yesterday' is not a time"):
+        MarketData(filled).prices("SYN_NORTH", "yesterday", None)
+    with pytest.raises(InvalidWindowError, match="ends .* before it starts"):
+        MarketData(filled).prices("SYN_NORTH", "2022-02-01", "2022-01-01")
