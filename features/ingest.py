@@ -29,6 +29,7 @@ from typing import Literal
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.columns import FUNDAMENTAL_COLUMNS, PRICE
 from features.errors import IngestAbortedError
@@ -177,13 +178,14 @@ def _merge_transform(name: str, new: pa.Table, order_by: tuple[str, ...]) -> Cal
     return transform
 
 
-def _replace_file_transform(new: pa.Table, market: str, sha256: str) -> Callable[[pa.Table | None], pa.Table]:
-    def transform(old: pa.Table | None) -> pa.Table:
-        if old is None or old.num_rows == 0:
-            return new
-        df = old.to_pandas()
-        kept = df[~((df["market"] == market) & (df["source_sha256"] == sha256))]
-        return pa.concat_tables([to_arrow("quarantine", kept), new])
+def _replace_file_transform(new: pa.Table, market: str, sha256: str) -> Callable[[pa.Table | None], pa.Table | None]:
+    """This file's quarantine records replace its earlier ones; no snapshot when nothing changes."""
+
+    def transform(old: pa.Table | None) -> pa.Table | None:
+        earlier = None if old is None else (pc.field("market") == market) & (pc.field("source_sha256") == sha256)
+        if old is None or old.filter(earlier).num_rows == 0:
+            return new if new.num_rows else None
+        return pa.concat_tables([old.filter(~earlier), new])
 
     return transform
 
@@ -191,8 +193,8 @@ def _replace_file_transform(new: pa.Table, market: str, sha256: str) -> Callable
 def _commit_batch(lake: Lake, market: Market, parsed: ParsedSource, v: Validated, report: IngestReport) -> None:
     started = pd.Timestamp.now(tz="UTC")
     tables = build_tables(market, parsed, v, report.batch_id, started)
-    props = {"aurum.batch_id": report.batch_id, "aurum.market": market.code,
-             "aurum.source_file": parsed.path, "aurum.source_sha256": parsed.sha256}
+    # Kept short: every snapshot summary is copied into the table metadata (the file is in ingest_batches).
+    props = {"aurum.batch_id": report.batch_id, "aurum.market": market.code, "aurum.source_sha256": parsed.sha256}
     commits: list[Commit] = []
     try:
         commits.append(MarketData(lake).register_market(market, properties=props))
@@ -205,7 +207,7 @@ def _commit_batch(lake: Lake, market: Market, parsed: ParsedSource, v: Validated
             commits.append(lake.rewrite(name, window_filter(market.code, start, end),
                                         _merge_transform(name, arrow, order), properties=props))
         quarantine = to_arrow("quarantine", tables["quarantine"])
-        commits.append(lake.rewrite("quarantine", equals("market", market.code),
+        commits.append(lake.rewrite("quarantine", equals(market=market.code, source_sha256=parsed.sha256),
                                     _replace_file_transform(quarantine, market.code, parsed.sha256), properties=props))
         report.prices_accepted = len(tables.get("prices", ()))
         report.fundamentals_accepted = len(tables["fundamentals"])

@@ -22,6 +22,7 @@ table state, up to ``commit_retries`` times.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import time
@@ -194,9 +195,10 @@ def window_filter(market: str, start: pd.Timestamp | None = None, end: pd.Timest
     return expr
 
 
-def equals(column: str, value: str) -> BooleanExpression:
-    """Row filter ``column == value``."""
-    return EqualTo(column, value)
+def equals(**values: str) -> BooleanExpression:
+    """Row filter ``column == value`` for every keyword, combined with AND."""
+    terms = [EqualTo(column, value) for column, value in values.items()]
+    return terms[0] if len(terms) == 1 else And(*terms)
 
 
 def _iso(ts: pd.Timestamp) -> str:
@@ -216,7 +218,9 @@ def to_arrow(name: str, frame: pd.DataFrame) -> pa.Table:
     for f in schema:
         s = frame[f.name]
         if pa.types.is_timestamp(f.type):
-            s = pd.to_datetime(s, utc=True).astype("datetime64[us, UTC]")
+            if not isinstance(s.dtype, pd.DatetimeTZDtype):
+                s = pd.to_datetime(s, utc=True)
+            s = s.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
         cols[f.name] = pa.array(s, type=f.type, from_pandas=True)
     return pa.Table.from_pydict(cols, schema=schema)
 
@@ -266,7 +270,16 @@ class Lake:
                 schema=schema,
                 partition_spec=spec,
                 sort_order=order,
-                properties={"write.parquet.compression-codec": "zstd", "format-version": "2"},
+                properties={
+                    "write.parquet.compression-codec": "zstd",
+                    "format-version": "2",
+                    # Bound the metadata log and delete replaced metadata files (see _expire).
+                    "write.metadata.previous-versions-max": "10",
+                    "write.metadata.delete-after-commit.enabled": "true",
+                    # Appends merge small manifests, so planning a scan does not grow with every batch.
+                    "commit.manifest-merge.enabled": "true",
+                    "commit.manifest.min-count-to-merge": "8",
+                },
             )
 
     def ident(self, name: str) -> str:
@@ -284,7 +297,7 @@ class Lake:
         self,
         name: str,
         scope: BooleanExpression,
-        transform: Callable[[pa.Table | None], pa.Table],
+        transform: Callable[[pa.Table | None], pa.Table | None],
         *,
         properties: dict[str, str] | None = None,
     ) -> Commit:
@@ -305,9 +318,12 @@ class Lake:
                 if tasks:
                     old = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
             new = transform(old)
+            if new is None:
+                return Commit(table=name, snapshot_id=self._current_id(table))
             try:
                 commit = self._swap(table, removed, new, properties or {})
                 commit.table = name
+                self._expire(name)
                 return commit
             except (CommitFailedException, SqlOperationalError) as exc:
                 if attempt == retries:
@@ -325,7 +341,7 @@ class Lake:
             if removed:
                 producer = tx.update_snapshot(snapshot_properties=properties).overwrite()
             else:
-                producer = tx.update_snapshot(snapshot_properties=properties).fast_append()
+                producer = tx.update_snapshot(snapshot_properties=properties).merge_append()
             with producer as op:
                 for f in removed:
                     op.delete_data_file(f)
@@ -342,8 +358,35 @@ class Lake:
         """Append rows in one snapshot (retried on conflicts like :meth:`rewrite`)."""
         return self.rewrite(name, AlwaysFalse(), lambda _old: rows, properties=properties)
 
+    def _expire(self, name: str) -> None:
+        """Expire all but the newest ``snapshot_keep_last`` snapshots; tagged snapshots are kept.
+
+        Table metadata lists every snapshot, and pyiceberg copies it many times per commit, so an
+        unbounded history makes every commit and read slower as the table ages. Data files are not
+        deleted here (orphan-file cleanup is a separate maintenance job); time travel reaches the
+        kept snapshots and any snapshot tagged for lineage.
+        """
+        keep = self.settings.snapshot_keep_last
+        table = self.table(name)
+        snaps = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms)
+        if len(snaps) <= keep:
+            return
+        cutoff = snaps[-keep].timestamp_ms
+        try:
+            table.maintenance.expire_snapshots().older_than(
+                dt.datetime.fromtimestamp(cutoff / 1000, tz=dt.timezone.utc)).commit()
+        except (CommitFailedException, SqlOperationalError) as exc:  # a later commit will expire them
+            log.info("expiring snapshots of %s deferred: %s", name, exc)
+
+    @staticmethod
+    def _current_id(table: Table) -> int | None:
+        snap = table.current_snapshot()
+        return snap.snapshot_id if snap else None
+
     def undo(self, commit: Commit) -> None:
         """Swap a commit's files back: the table holds again what it held before that commit."""
+        if not commit.added and not commit.removed:
+            return
         for attempt in range(self.settings.commit_retries + 1):
             table = self.table(commit.table)
             try:

@@ -81,13 +81,16 @@ class MarketData:
             "updated_at": pd.Timestamp.now(tz="UTC"),
         }]))
 
-        def replace(old: pa.Table | None) -> pa.Table:
+        def replace(old: pa.Table | None) -> pa.Table | None:
             if old is None:
                 return row
+            current = old.filter(pc.field("code") == market.code).drop_columns("updated_at")
+            if current.num_rows == 1 and current.to_pylist() == row.drop_columns("updated_at").to_pylist():
+                return None  # unchanged: no snapshot
             return pa.concat_tables([old.filter(pc.field("code") != market.code), row])
 
         self._registry = None
-        return self.lake.rewrite("markets", equals("code", market.code), replace, properties=properties)
+        return self.lake.rewrite("markets", equals(code=market.code), replace, properties=properties)
 
     # ------------------------------------------------------------ reads
 
@@ -116,7 +119,7 @@ class MarketData:
 
     def quarantine(self, market: str | None = None, batch_id: str | None = None) -> pd.DataFrame:
         """Quarantined records, optionally of one market and one batch."""
-        table = self.lake.scan("quarantine", equals("market", market)) if market else self.lake.scan("quarantine")
+        table = self.lake.scan("quarantine", equals(market=market)) if market else self.lake.scan("quarantine")
         rows = table.to_pandas()
         if batch_id:
             rows = rows[rows["batch_id"] == batch_id]
@@ -124,11 +127,8 @@ class MarketData:
 
     def batches(self, market: str | None = None, source_sha256: str | None = None) -> pd.DataFrame:
         """Committed ingest batches, oldest first."""
-        rows = self.lake.scan("ingest_batches").to_pandas()
-        if market:
-            rows = rows[rows["market"] == market]
-        if source_sha256:
-            rows = rows[rows["source_sha256"] == source_sha256]
+        wanted = {k: v for k, v in (("market", market), ("source_sha256", source_sha256)) if v}
+        rows = (self.lake.scan("ingest_batches", equals(**wanted)) if wanted else self.lake.scan("ingest_batches")).to_pandas()
         return rows.sort_values("committed_at").reset_index(drop=True)
 
     # ------------------------------------------------------------ stats

@@ -97,6 +97,9 @@ class AurumSettings(BaseSettings):
     )
     validation: ValidationSettings = Field(default_factory=ValidationSettings, description="Ingest validation rules.")
     commit_retries: int = Field(8, ge=0, description="Retries of an Iceberg commit that conflicts with another writer.")
+    snapshot_keep_last: int = Field(
+        16, ge=2, description="Snapshots kept per table for time travel; older untagged ones are expired after commits."
+    )
 
     @property
     def home_dir(self) -> Path:

@@ -74,23 +74,38 @@ def test_overlapping_file_newer_value_wins_and_rows_outside_the_overlap_stay(lak
     assert p["price"].iloc[24:].tolist() == [500.0 + i for i in range(48)]
 
 
-def test_one_snapshot_per_table_per_batch(lake, tmp_path):
+def test_one_snapshot_per_changed_table_per_batch(lake, tmp_path):
     ingest_file(lake, "csv", "SYN_NORTH", write_csv(tmp_path / "a.csv"), mapping=MAPPING)
-    counts = {t: len(lake.table(t).snapshots()) for t in ("prices", "fundamentals", "quarantine", "ingest_batches")}
+    tables = ("markets", "prices", "fundamentals", "quarantine", "ingest_batches")
+    counts = {t: len(lake.table(t).snapshots()) for t in tables}
     ingest_file(lake, "csv", "SYN_NORTH", write_csv(tmp_path / "b.csv", start="2021-01-05"), mapping=MAPPING)
-    after = {t: len(lake.table(t).snapshots()) for t in counts}
-    assert after == {t: n + 1 for t, n in counts.items()}
+    after = {t: len(lake.table(t).snapshots()) for t in tables}
+    # The market row is unchanged and nothing was quarantined: those tables get no snapshot.
+    assert after == counts | {t: counts[t] + 1 for t in ("prices", "fundamentals", "ingest_batches")}
     assert lake.snapshot_summary("prices")["aurum.batch_id"] == MarketData(lake).batches().iloc[-1]["batch_id"]
+
+
+def test_history_is_bounded_to_the_newest_snapshots(tmp_path):
+    from features.settings import AurumSettings
+
+    lake = Lake.open(AurumSettings(home=tmp_path / "h", snapshot_keep_last=3))
+    for day in range(6):
+        ingest_file(lake, "csv", "SYN_NORTH", write_csv(tmp_path / f"{day}.csv", start=f"2021-01-{4 + day:02d}", hours=24),
+                    mapping=MAPPING)
+    assert len(lake.table("prices").snapshots()) == 3
+    assert len(MarketData(lake).prices("SYN_NORTH")) == 6 * 24
+    oldest_kept = lake.table("prices").snapshots()[0].snapshot_id
+    assert len(MarketData(lake).prices("SYN_NORTH", snapshot_id=oldest_kept)) == 4 * 24  # time travel still works
 
 
 def test_failure_mid_batch_leaves_every_table_unchanged(lake, tmp_path, monkeypatch):
     ingest_file(lake, "csv", "SYN_NORTH", write_csv(tmp_path / "a.csv"), mapping=MAPPING)
     before = table_state(lake)
     real_swap = Lake._swap
-    calls = {"n": 0}
+    swapped = []
 
     def failing_swap(self, table, removed, new, properties):
-        calls["n"] += 1
+        swapped.append(table.name()[-1])
         if table.name()[-1] == "fundamentals":  # prices (and markets) are already committed by then
             raise OSError("disk full (injected)")
         return real_swap(self, table, removed, new, properties)
@@ -99,7 +114,7 @@ def test_failure_mid_batch_leaves_every_table_unchanged(lake, tmp_path, monkeypa
     with pytest.raises(IngestAbortedError, match="undone"):
         ingest_file(lake, "csv", "SYN_NORTH", write_csv(tmp_path / "b.csv", start="2021-01-05", price=lambda i: -1.0),
                     mapping=MAPPING)
-    assert calls["n"] >= 3
+    assert swapped == ["prices", "fundamentals"]  # prices had been committed when the failure came
     assert table_state(lake) == before
 
 
