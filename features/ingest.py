@@ -96,20 +96,23 @@ def ingest_file(
         if mapping is None:
             raise ValueError("a csv ingest needs a mapping")
         parsed = read_source(path, mapping)
-    return ingest_parsed(lake, m, parsed, force=force)
+    return ingest_parsed(lake, m, parsed, force=force, data=data)
 
 
-def ingest_parsed(lake: Lake, market: Market, parsed: ParsedSource, *, force: bool = False) -> IngestReport:
+def ingest_parsed(
+    lake: Lake, market: Market, parsed: ParsedSource, *, force: bool = False, data: MarketData | None = None
+) -> IngestReport:
     """Validate a parsed source for ``market`` and commit it as one batch."""
+    data = data or MarketData(lake)
     report = IngestReport(new_batch_id(), market.code, parsed.mapping.source, parsed.path, parsed.sha256,
                           rows_read=len(parsed.frame))
-    earlier = MarketData(lake).batches(market=market.code, source_sha256=parsed.sha256)
+    earlier = data.batches(market=market.code, source_sha256=parsed.sha256)
     if not force and not earlier.empty:
         report.skipped = (f"already ingested in batch {earlier['batch_id'].iloc[-1]} "
                           f"at {earlier['committed_at'].iloc[-1]}; pass --force to ingest it again")
         return report
     validated = validate(parsed, market.timezone, lake.settings.validation)
-    _commit_batch(lake, market, parsed, validated, report)
+    _commit_batch(lake, data, market, parsed, validated, report)
     return report
 
 
@@ -190,14 +193,16 @@ def _replace_file_transform(new: pa.Table, market: str, sha256: str) -> Callable
     return transform
 
 
-def _commit_batch(lake: Lake, market: Market, parsed: ParsedSource, v: Validated, report: IngestReport) -> None:
+def _commit_batch(
+    lake: Lake, data: MarketData, market: Market, parsed: ParsedSource, v: Validated, report: IngestReport
+) -> None:
     started = pd.Timestamp.now(tz="UTC")
     tables = build_tables(market, parsed, v, report.batch_id, started)
     # Kept short: every snapshot summary is copied into the table metadata (the file is in ingest_batches).
     props = {"aurum.batch_id": report.batch_id, "aurum.market": market.code, "aurum.source_sha256": parsed.sha256}
     commits: list[Commit] = []
     try:
-        commits.append(MarketData(lake).register_market(market, properties=props))
+        commits.append(data.register_market(market, properties=props))
         for name, order in (("prices", ("published_at", "ingested_at")), ("fundamentals", ("issued_at", "ingested_at"))):
             frame = tables[name]
             if frame.empty:
@@ -216,7 +221,7 @@ def _commit_batch(lake: Lake, market: Market, parsed: ParsedSource, v: Validated
         report.dst_autumn_split = v.dst_autumn_split
         report.gaps = v.gap_count
         report.gap_ranges = [(a.isoformat(), b.isoformat()) for a, b in v.gaps]
-        report.snapshots = {c.table: c.snapshot_id for c in commits}
+        report.snapshots = {c.table: c.snapshot_id for c in commits if c.snapshot_id is not None}
         batch = pd.DataFrame([{
             **{k: val for k, val in asdict(report).items() if k not in ("skipped",)},
             "quarantine_by_reason": json.dumps(report.quarantine_by_reason),
@@ -224,7 +229,7 @@ def _commit_batch(lake: Lake, market: Market, parsed: ParsedSource, v: Validated
             "snapshots": json.dumps(report.snapshots),
             "started_at": started, "committed_at": pd.Timestamp.now(tz="UTC"),
         }])
-        commits.append(lake.append("ingest_batches", to_arrow("ingest_batches", batch), properties=props))
+        commits.append(lake.append_compacted("ingest_batches", to_arrow("ingest_batches", batch), properties=props))
     except Exception as exc:
         for c in reversed(commits):
             lake.undo(c)
@@ -260,11 +265,12 @@ def ingest_synthetic(
     """Generate the synthetic market for ``markets`` over local days ``[start, end)`` and ingest it."""
     from features.synthetic import generate_market
 
-    registry = MarketData(lake).registry()
+    data = MarketData(lake)
+    registry = data.registry()
     reports = []
     for code in markets:
         market = registry.get(code)
         frame = generate_market(code, start, end, seed=seed, shift=shift)
         params = {"start": start, "end": end, "seed": seed, "shift": shift.model_dump() if shift else None}
-        reports.append(ingest_parsed(lake, market, synthetic_source(frame, code, params), force=force))
+        reports.append(ingest_parsed(lake, market, synthetic_source(frame, code, params), force=force, data=data))
     return reports

@@ -176,7 +176,10 @@ def _layout(name: str) -> tuple[PartitionSpec, SortOrder]:
 
 @dataclass
 class Commit:
-    """What one commit swapped in a table, so a failed multi-table ingest can undo it."""
+    """What one commit swapped in a table, so a failed multi-table ingest can undo it.
+
+    ``snapshot_id`` is None when nothing changed and no snapshot was made.
+    """
 
     table: str
     snapshot_id: int | None
@@ -319,11 +322,11 @@ class Lake:
                     old = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
             new = transform(old)
             if new is None:
-                return Commit(table=name, snapshot_id=self._current_id(table))
+                return Commit(table=name, snapshot_id=None)
             try:
                 commit = self._swap(table, removed, new, properties or {})
                 commit.table = name
-                self._expire(name)
+                self._expire(table)
                 return commit
             except (CommitFailedException, SqlOperationalError) as exc:
                 if attempt == retries:
@@ -358,30 +361,30 @@ class Lake:
         """Append rows in one snapshot (retried on conflicts like :meth:`rewrite`)."""
         return self.rewrite(name, AlwaysFalse(), lambda _old: rows, properties=properties)
 
-    def _expire(self, name: str) -> None:
+    def append_compacted(self, name: str, rows: pa.Table, *, properties: dict[str, str] | None = None) -> Commit:
+        """Append to a small table by rewriting it whole, so it stays one data file however many appends."""
+        return self.rewrite(name, AlwaysTrue(), lambda old: rows if old is None else pa.concat_tables([old, rows]),
+                            properties=properties)
+
+    def _expire(self, table: Table) -> None:
         """Expire all but the newest ``snapshot_keep_last`` snapshots; tagged snapshots are kept.
 
         Table metadata lists every snapshot, and pyiceberg copies it many times per commit, so an
-        unbounded history makes every commit and read slower as the table ages. Data files are not
-        deleted here (orphan-file cleanup is a separate maintenance job); time travel reaches the
-        kept snapshots and any snapshot tagged for lineage.
+        unbounded history makes every commit and read slower as the table ages. Expiry runs once
+        the history reaches twice the limit, to spread its own cost. Data files are not deleted
+        here (orphan-file cleanup is a separate maintenance job); time travel reaches the kept
+        snapshots and any snapshot tagged for lineage.
         """
         keep = self.settings.snapshot_keep_last
-        table = self.table(name)
         snaps = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms)
-        if len(snaps) <= keep:
+        if len(snaps) < 2 * keep:
             return
         cutoff = snaps[-keep].timestamp_ms
         try:
             table.maintenance.expire_snapshots().older_than(
                 dt.datetime.fromtimestamp(cutoff / 1000, tz=dt.timezone.utc)).commit()
         except (CommitFailedException, SqlOperationalError) as exc:  # a later commit will expire them
-            log.info("expiring snapshots of %s deferred: %s", name, exc)
-
-    @staticmethod
-    def _current_id(table: Table) -> int | None:
-        snap = table.current_snapshot()
-        return snap.snapshot_id if snap else None
+            log.info("expiring snapshots of %s deferred: %s", table.name(), exc)
 
     def undo(self, commit: Commit) -> None:
         """Swap a commit's files back: the table holds again what it held before that commit."""

@@ -51,6 +51,7 @@ class MarketData:
     def __init__(self, lake: Lake):
         self.lake = lake
         self._registry: MarketRegistry | None = None
+        self._stored: dict[str, Market] = {}  # the rows of the markets table
 
     # ------------------------------------------------------------ registry
 
@@ -59,19 +60,24 @@ class MarketData:
         if self._registry is not None:
             return self._registry
         reg = MarketRegistry(BUILTIN_MARKETS)
+        self._stored = {}
         for row in self.lake.scan("markets").to_pylist():
-            reg.add(Market(
+            self._stored[row["code"]] = Market(
                 code=row["code"], name=row["name"], timezone=row["timezone"], country=row["country"],
                 currency=row["currency"], gate_closure=dt.time.fromisoformat(row["gate_closure"]),
                 prices_published=dt.time.fromisoformat(row["prices_published"]),
                 forecasts_issued=dt.time.fromisoformat(row["forecasts_issued"]),
                 actuals_delay=dt.timedelta(seconds=row["actuals_delay_s"]), provenance=row["provenance"],
-            ))
+            )
+            reg.add(self._stored[row["code"]])
         self._registry = reg
         return reg
 
     def register_market(self, market: Market, *, properties: dict[str, str] | None = None) -> Commit:
-        """Write (or replace) a market's row in the ``markets`` table."""
+        """Write (or replace) a market's row in the ``markets`` table; no snapshot when it is unchanged."""
+        self.registry()
+        if self._stored.get(market.code) == market:
+            return Commit(table="markets", snapshot_id=None)
         row = to_arrow("markets", pd.DataFrame([{
             "code": market.code, "name": market.name, "timezone": market.timezone, "country": market.country,
             "currency": market.currency, "gate_closure": market.gate_closure.strftime("%H:%M"),
@@ -110,11 +116,12 @@ class MarketData:
         return p.merge(f, on="delivery_start", how="outer").sort_values("delivery_start").reset_index(drop=True)
 
     def _read(self, table: str, market: str, start: object, end: object, snapshot_id: int | None) -> pd.DataFrame:
-        self.registry().get(market)  # an unknown market is an error, not an empty frame
         lo, hi = _utc(start), _utc(end)
         if lo is not None and hi is not None and hi < lo:
             raise InvalidWindowError(f"window ends ({hi.isoformat()}) before it starts ({lo.isoformat()})")
         rows = self.lake.scan(table, window_filter(market, lo, hi), snapshot_id=snapshot_id)
+        if rows.num_rows == 0:
+            self.registry().get(market)  # an unknown market is an error, not an empty frame
         return rows.sort_by("delivery_start").to_pandas()
 
     def quarantine(self, market: str | None = None, batch_id: str | None = None) -> pd.DataFrame:
