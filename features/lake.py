@@ -47,7 +47,7 @@ from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
-from pyiceberg.table import Table
+from pyiceberg.table import Table, Transaction
 from pyiceberg.table.sorting import SortField, SortOrder
 from pyiceberg.transforms import IdentityTransform, YearTransform
 from pyiceberg.types import DoubleType, LongType, NestedField, StringType, TimestamptzType
@@ -340,12 +340,12 @@ class Lake:
 
     def _swap(self, table: Table, removed: list[DataFile], new: pa.Table, properties: dict[str, str]) -> Commit:
         added: list[DataFile] = []
-        with table.transaction() as tx:
+        with _Transaction(table) as tx:
             if removed:
                 producer = tx.update_snapshot(snapshot_properties=properties).overwrite()
             else:
                 producer = tx.update_snapshot(snapshot_properties=properties).merge_append()
-            with producer as op:
+            with _without_dead_manifests(producer) as op:
                 for f in removed:
                     op.delete_data_file(f)
                 if new.num_rows:
@@ -393,8 +393,9 @@ class Lake:
         for attempt in range(self.settings.commit_retries + 1):
             table = self.table(commit.table)
             try:
-                with table.transaction() as tx:
-                    with tx.update_snapshot(snapshot_properties={"aurum.undo": str(commit.snapshot_id)}).overwrite() as op:
+                with _Transaction(table) as tx:
+                    producer = tx.update_snapshot(snapshot_properties={"aurum.undo": str(commit.snapshot_id)}).overwrite()
+                    with _without_dead_manifests(producer) as op:
                         for f in commit.added:
                             op.delete_data_file(f)
                         for f in commit.removed:
@@ -432,6 +433,46 @@ class Lake:
         if table.current_snapshot() is None:
             return []
         return [t.file.file_path for t in table.scan(row_filter=row_filter).plan_files()]
+
+
+class _Transaction(Transaction):
+    """A transaction that computes its pending table metadata once per staged change.
+
+    pyiceberg 0.12 rebuilds (deep-copies) the whole table metadata on every read of
+    ``Transaction.table_metadata``, dozens of times per commit. The metadata only changes when
+    the table's base metadata or the staged updates change, so it is cached on exactly those.
+    """
+
+    _cached: tuple[object, int, object] | None = None
+
+    @property
+    def table_metadata(self):  # type: ignore[override]
+        base, n = self._table.metadata, len(self._updates)
+        if self._cached is None or self._cached[0] is not base or self._cached[1] != n:
+            self._cached = (base, n, super().table_metadata)
+        return self._cached[2]
+
+
+def _without_dead_manifests(producer):
+    """Make a snapshot producer leave out manifests of earlier snapshots that list no live file.
+
+    pyiceberg 0.12 carries a manifest that holds only DELETED entries into every later snapshot
+    (Java Iceberg drops it), so each overwrite would leave one more manifest to read on every scan
+    and commit, forever. Deleted entries matter only to the snapshot that deleted them, so
+    manifests of earlier snapshots with no added or existing files are dropped.
+    """
+    process = producer._process_manifests
+    snapshot_id = producer._snapshot_id
+
+    def live_only(manifests):
+        kept = [m for m in manifests
+                if m.added_snapshot_id == snapshot_id
+                or m.added_files_count is None or m.existing_files_count is None
+                or m.added_files_count + m.existing_files_count > 0]
+        return process(kept)
+
+    producer._process_manifests = live_only
+    return producer
 
 
 def new_batch_id() -> str:
