@@ -239,3 +239,17 @@ def test_two_processes_ingesting_two_markets_at_once_both_land(settings, lake, t
     md = MarketData(lake)
     assert len(md.prices("SYN_NORTH")) == 720 and len(md.prices("SYN_SOUTH")) == 720
     assert set(md.batches()["market"]) == {"SYN_NORTH", "SYN_SOUTH"}
+
+
+def test_parquet_file_through_a_mapping(lake, tmp_path):
+    ts = pd.date_range("2022-06-01", periods=24, freq="h", tz="UTC")
+    pd.DataFrame({"ts": ts, "px": [float(i) for i in range(24)], "sun": [0.0] * 6 + [100.0] * 18}).to_parquet(
+        tmp_path / "d.parquet")
+    m = SourceMapping(timestamp="ts", convention="utc", columns={"px": "price", "sun": "solar_forecast_mw"})
+    r = ingest_file(lake, "csv", "SYN_SOUTH", tmp_path / "d.parquet", mapping=m)
+    assert (r.prices_accepted, r.fundamentals_accepted, r.quarantined) == (24, 24, 0)
+    f = MarketData(lake).fundamentals("SYN_SOUTH")
+    assert f["delivery_start"].iloc[0] == ts[0] and f["solar_forecast_mw"].iloc[0] == 0.0
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(SourceFormatError, match="not a readable Parquet file"):
+        ingest_file(lake, "csv", "SYN_SOUTH", tmp_path / "broken.parquet", mapping=m)
