@@ -35,7 +35,6 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError
 from pyiceberg.expressions import (
-    AlwaysFalse,
     AlwaysTrue,
     And,
     BooleanExpression,
@@ -356,10 +355,6 @@ class Lake:
         snap = table.current_snapshot()
         return Commit(table="", snapshot_id=snap.snapshot_id if snap else None, removed=removed, added=added,
                       rows=new.num_rows)
-
-    def append(self, name: str, rows: pa.Table, *, properties: dict[str, str] | None = None) -> Commit:
-        """Append rows in one snapshot (retried on conflicts like :meth:`rewrite`)."""
-        return self.rewrite(name, AlwaysFalse(), lambda _old: rows, properties=properties)
 
     def append_compacted(self, name: str, rows: pa.Table, *, properties: dict[str, str] | None = None) -> Commit:
         """Append to a small table by rewriting it whole, so it stays one data file however many appends."""

@@ -73,11 +73,6 @@ def to_utc(local: pd.Series, timezone: str, convention: str) -> tuple[pd.Series,
     return utc.dt.tz_convert("UTC").astype(UTC_US), reason, repeat
 
 
-def expected_periods(start: pd.Timestamp, end: pd.Timestamp, resolution: str) -> pd.DatetimeIndex:
-    """Every delivery start between ``start`` and ``end`` inclusive at ``resolution`` (UTC)."""
-    return pd.date_range(start, end, freq=RESOLUTIONS[resolution], tz="UTC")
-
-
 def gap_ranges(starts: pd.Series, resolution: str) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
     """Missing delivery periods inside the covered span, as (first missing, last missing) pairs."""
     if starts.empty:
