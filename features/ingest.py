@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.columns import FUNDAMENTAL_COLUMNS, PRICE
+from features.columns import ACTUAL_COLUMNS, FORECAST_COLUMNS, FUNDAMENTAL_COLUMNS, PRICE
 from features.errors import IngestAbortedError
 from features.lake import KEY, SCHEMAS, Commit, Lake, equals, new_batch_id, to_arrow, window_filter
 from features.marketdata import MarketData
@@ -167,14 +167,47 @@ def build_tables(market: Market, parsed: ParsedSource, v: Validated, batch_id: s
     return out
 
 
-def _merge_transform(name: str, new: pa.Table, order_by: tuple[str, ...]) -> Callable[[pa.Table | None], pa.Table]:
-    """Keep one row per key; per column the newest non-null value wins (ordered by ``order_by``)."""
+KNOWN_AT_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
+    "prices": {"published_at": (PRICE,)},
+    "fundamentals": {"issued_at": FORECAST_COLUMNS, "load_actual_known_at": ACTUAL_COLUMNS},
+}
+
+
+def _stamp_late_values(old: pd.DataFrame, new: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Stamp revised and late-arriving values with the time Aurum learned them.
+
+    A value that replaces a different stored value, or fills one that was missing, was not public
+    at the clock-derived time of its period: it became known when it arrived. Its known-at column
+    becomes ``max(known-at, ingested_at)``, so a training set as of an earlier time cannot see it.
+    """
+    stored = new[list(KEY)].merge(old, on=list(KEY), how="left")
+    out = new.copy()
+    for known_at, columns in KNOWN_AT_GROUPS[name].items():
+        late = pd.Series(False, index=new.index)
+        for c in columns:
+            late |= new[c].notna().to_numpy() & ~(stored[c].to_numpy() == new[c].to_numpy())
+        late &= stored["ingested_at"].notna().to_numpy()  # the period was stored before
+        if late.any():
+            out.loc[late, known_at] = out.loc[late, [known_at, "ingested_at"]].max(axis=1)
+    return out
+
+
+def _merge_transform(
+    name: str, new: pa.Table, order_by: tuple[str, ...], *, explicit_known_at: bool
+) -> Callable[[pa.Table | None], pa.Table]:
+    """Keep one row per key; per column the newest non-null value wins (ordered by ``order_by``).
+
+    Unless the source states its own publication times, revised or late values are first stamped
+    by :func:`_stamp_late_values`.
+    """
 
     def transform(old: pa.Table | None) -> pa.Table:
         if old is None or old.num_rows == 0:
             return new
-        both = pa.concat_tables([old, new.cast(old.schema)]).to_pandas()
-        both = both.sort_values([*KEY, *order_by], kind="stable")
+        old_df, new_df = old.to_pandas(), new.to_pandas()
+        if not explicit_known_at:
+            new_df = _stamp_late_values(old_df, new_df, name)
+        both = pd.concat([old_df, new_df], ignore_index=True).sort_values([*KEY, *order_by], kind="stable")
         merged = both.groupby(list(KEY), sort=True, as_index=False).last()
         return to_arrow(name, merged)
 
@@ -204,13 +237,15 @@ def _commit_batch(
     try:
         commits.append(data.register_market(market, properties=props))
         for name, order in (("prices", ("published_at", "ingested_at")), ("fundamentals", ("issued_at", "ingested_at"))):
+            explicit = next(iter(KNOWN_AT_GROUPS[name])) in parsed.mapping.columns.values()
             frame = tables[name]
             if frame.empty:
                 continue
             arrow = to_arrow(name, frame.sort_values("delivery_start"))
             start, end = frame["delivery_start"].min(), frame["delivery_start"].max() + pd.Timedelta(microseconds=1)
             commits.append(lake.rewrite(name, window_filter(market.code, start, end),
-                                        _merge_transform(name, arrow, order), properties=props))
+                                        _merge_transform(name, arrow, order, explicit_known_at=explicit),
+                                        properties=props))
         quarantine = to_arrow("quarantine", tables["quarantine"])
         commits.append(lake.rewrite("quarantine", equals(market=market.code, source_sha256=parsed.sha256),
                                     _replace_file_transform(quarantine, market.code, parsed.sha256), properties=props))

@@ -253,3 +253,26 @@ def test_parquet_file_through_a_mapping(lake, tmp_path):
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(SourceFormatError, match="not a readable Parquet file"):
         ingest_file(lake, "csv", "SYN_SOUTH", tmp_path / "broken.parquet", mapping=m)
+
+
+def test_revised_and_late_values_are_known_only_from_their_arrival(lake, tmp_path):
+    rows = [f"2021-01-04 {h:02d}:00,{40 + h},{30000 + h},{5000 + h},{30100 + h}" for h in range(4)]
+    rows[3] = "2021-01-04 03:00,43,30003,0,30103"  # wind missing (zero) at first
+    ingest_file(lake, "csv", "SYN_NORTH", write_csv(tmp_path / "a.csv", rows=rows), mapping=MAPPING)
+    first = MarketData(lake).fundamentals("SYN_NORTH").set_index("delivery_start")
+    revised = list(rows)
+    revised[1] = "2021-01-04 01:00,41,99999,5001,30101"  # a revised load forecast
+    revised[3] = "2021-01-04 03:00,43,30003,5003,30103"  # the late wind value
+    r = ingest_file(lake, "csv", "SYN_NORTH", write_csv(tmp_path / "b.csv", rows=revised), mapping=MAPPING)
+    f = MarketData(lake).fundamentals("SYN_NORTH").set_index("delivery_start")
+    batch = MarketData(lake).batches().set_index("batch_id").loc[r.batch_id]
+    late = f.index[[1, 3]]
+    assert (f.loc[late, "issued_at"] == f.loc[late, "ingested_at"]).all()
+    assert (f.loc[late, "issued_at"] > first.loc[late, "issued_at"]).all()
+    assert f.loc[late[0], "load_forecast_mw"] == 99999 and f.loc[late[1], "wind_forecast_mw"] == 5003
+    same = f.index[[0, 2]]
+    assert (f.loc[same, "issued_at"] == first.loc[same, "issued_at"]).all()  # unchanged values keep their time
+    assert batch["started_at"] <= f.loc[late[0], "issued_at"]
+    # prices were not revised: their publication times stand
+    p = MarketData(lake).prices("SYN_NORTH")
+    assert (p["published_at"] < p["delivery_start"]).all()
