@@ -26,8 +26,9 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 setup: $(VENV)/.synced  ## create .venv from the lock file
 
-run: setup  ## ingest the synthetic market into the lake under AURUM_HOME (default ./.aurum) and print its stats
+run: setup  ## ingest the synthetic market into the lake under AURUM_HOME (default ./.aurum), derive features, print stats
 	$(AURUM) ingest synthetic
+	$(AURUM) features compute
 	$(AURUM) data stats
 
 test: setup  ## run the test suite

@@ -32,7 +32,10 @@ markets_app = typer.Typer(help="The market registry: codes, time zones, auction 
                           no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(data_app, name="data")
+features_app = typer.Typer(help="Derived feature tables (Iceberg namespace 'features') that the feature store reads.",
+                           no_args_is_help=True)
 app.add_typer(markets_app, name="markets")
+app.add_typer(features_app, name="features")
 
 
 def _lake():
@@ -179,6 +182,25 @@ def data_quarantine(
     cols = ["market", "source_line", "column", "reason", "detail", "batch_id"]
     with pd.option_context("display.max_colwidth", 80, "display.width", 250):
         typer.echo((q[cols].head(limit) if limit else q[cols]).to_string(index=False))
+
+
+@features_app.command("compute")
+def features_compute(
+    markets: Annotated[str | None, typer.Option(help="Comma-separated markets; default: every market with data.")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="First delivery start (UTC, ISO 8601); default: all.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last delivery start (UTC, ISO 8601), exclusive.")] = None,
+) -> None:
+    """Compute price, exogenous and calendar-ready feature tables; re-runs add only changed versions."""
+    from features.featuretables import compute_features
+    from features.marketdata import MarketData
+
+    lake = _lake()
+    data = MarketData(lake)
+    registry = data.registry()
+    codes = ([c.strip() for c in markets.split(",") if c.strip()] if markets
+             else sorted(set(data.batches()["market"])))
+    for code in codes:
+        typer.echo(compute_features(lake, registry.get(code), from_, to).render())
 
 
 @markets_app.command("list")

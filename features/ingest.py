@@ -238,8 +238,8 @@ def _commit_batch(
         commits.append(data.register_market(market, properties=props))
         for name, order in (("prices", ("published_at", "ingested_at")), ("fundamentals", ("issued_at", "ingested_at"))):
             explicit = next(iter(KNOWN_AT_GROUPS[name])) in parsed.mapping.columns.values()
-            frame = tables[name]
-            if frame.empty:
+            frame = tables.get(name)
+            if frame is None or frame.empty:  # a file may carry no prices, or only prices
                 continue
             arrow = to_arrow(name, frame.sort_values("delivery_start"))
             start, end = frame["delivery_start"].min(), frame["delivery_start"].max() + pd.Timedelta(microseconds=1)

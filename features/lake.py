@@ -173,6 +173,23 @@ def _layout(name: str) -> tuple[PartitionSpec, SortOrder]:
     return PartitionSpec(), SortOrder()
 
 
+def feature_table_layout(features: dict[str, str]) -> tuple[Schema, PartitionSpec, SortOrder]:
+    """Schema and layout of a derived feature table: key, features, ``known_at``, ``computed_at``.
+
+    ``features`` maps each feature name to ``"double"``, ``"long"`` or ``"boolean"``.
+    """
+    from pyiceberg.types import BooleanType
+
+    types = {"double": _DBL, "long": _LONG, "boolean": BooleanType()}
+    specs = [("market", _STR, True, "market code"), ("delivery_start", _TS, True, "delivery period start, UTC")]
+    specs += [(name, types[kind], False, f"feature {name}") for name, kind in features.items()]
+    specs += [("known_at", _TS, True, "when every input of the row was public, UTC (the event timestamp)"),
+              ("computed_at", _TS, True, "when Aurum computed this version of the row, UTC")]
+    schema = _fields(*specs)
+    spec, order = _time_partitioned(schema)
+    return schema, spec, order
+
+
 @dataclass
 class Commit:
     """What one commit swapped in a table, so a failed multi-table ingest can undo it.
@@ -210,9 +227,12 @@ def _iso(ts: pd.Timestamp) -> str:
     return ts.tz_convert("UTC").isoformat()
 
 
-def to_arrow(name: str, frame: pd.DataFrame) -> pa.Table:
-    """A pandas frame as an Arrow table of exactly the table's schema (µs UTC timestamps)."""
-    schema = SCHEMAS[name].as_arrow()
+def to_arrow(name: str | Schema, frame: pd.DataFrame) -> pa.Table:
+    """A pandas frame as an Arrow table of exactly a table's schema (µs UTC timestamps).
+
+    ``name`` is a table of ``SCHEMAS`` or an Iceberg schema.
+    """
+    schema = (SCHEMAS[name] if isinstance(name, str) else name).as_arrow()
     missing = [f.name for f in schema if f.name not in frame.columns]
     if missing:
         raise ValueError(f"frame for table {name!r} lacks columns {missing}")
@@ -259,33 +279,39 @@ class Lake:
         return lake
 
     def _ensure_tables(self) -> None:
+        for name, schema in SCHEMAS.items():
+            spec, order = _layout(name)
+            self.ensure_table(name, schema, spec, order)
+
+    def ensure_table(self, name: str, schema: Schema, spec: PartitionSpec, order: SortOrder) -> None:
+        """Create a table (and its namespace) unless it exists; safe against concurrent creators."""
+        ident = self.ident(name)
+        if self.catalog.table_exists(ident):
+            return
         try:
-            self.catalog.create_namespace_if_not_exists(self.namespace)
+            self.catalog.create_namespace_if_not_exists(ident.rsplit(".", 1)[0])
         except NamespaceAlreadyExistsError:  # a concurrent process created it first
             pass
-        for name, schema in SCHEMAS.items():
-            if self.catalog.table_exists(self.ident(name)):
-                continue
-            spec, order = _layout(name)
-            self.catalog.create_table_if_not_exists(
-                self.ident(name),
-                schema=schema,
-                partition_spec=spec,
-                sort_order=order,
-                properties={
-                    "write.parquet.compression-codec": "zstd",
-                    "format-version": "2",
-                    # Bound the metadata log and delete replaced metadata files (see _expire).
-                    "write.metadata.previous-versions-max": "10",
-                    "write.metadata.delete-after-commit.enabled": "true",
-                    # Appends merge small manifests, so planning a scan does not grow with every batch.
-                    "commit.manifest-merge.enabled": "true",
-                    "commit.manifest.min-count-to-merge": "8",
-                },
-            )
+        self.catalog.create_table_if_not_exists(
+            ident,
+            schema=schema,
+            partition_spec=spec,
+            sort_order=order,
+            properties={
+                "write.parquet.compression-codec": "zstd",
+                "format-version": "2",
+                # Bound the metadata log and delete replaced metadata files (see _expire).
+                "write.metadata.previous-versions-max": "10",
+                "write.metadata.delete-after-commit.enabled": "true",
+                # Appends merge small manifests, so planning a scan does not grow with every batch.
+                "commit.manifest-merge.enabled": "true",
+                "commit.manifest.min-count-to-merge": "8",
+            },
+        )
 
     def ident(self, name: str) -> str:
-        return f"{self.namespace}.{name}"
+        """``namespace.table``; a name that already has a namespace is kept as is."""
+        return name if "." in name else f"{self.namespace}.{name}"
 
     def table(self, name: str) -> Table:
         try:

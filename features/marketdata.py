@@ -21,7 +21,8 @@ from features.markets import BUILTIN_MARKETS, Market, MarketRegistry
 from features.timeutil import RESOLUTIONS
 
 
-def _utc(ts: object) -> pd.Timestamp | None:
+def utc_bound(ts: object) -> pd.Timestamp | None:
+    """A window bound as a UTC timestamp (naive values are UTC); None stays None."""
     if ts is None:
         return None
     try:
@@ -116,7 +117,7 @@ class MarketData:
         return p.merge(f, on="delivery_start", how="outer").sort_values("delivery_start").reset_index(drop=True)
 
     def _read(self, table: str, market: str, start: object, end: object, snapshot_id: int | None) -> pd.DataFrame:
-        lo, hi = _utc(start), _utc(end)
+        lo, hi = utc_bound(start), utc_bound(end)
         if lo is not None and hi is not None and hi < lo:
             raise InvalidWindowError(f"window ends ({hi.isoformat()}) before it starts ({lo.isoformat()})")
         rows = self.lake.scan(table, window_filter(market, lo, hi), snapshot_id=snapshot_id)

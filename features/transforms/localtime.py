@@ -1,28 +1,30 @@
-"""Local delivery days and hours of UTC delivery periods, for features defined on the local calendar."""
+"""Local delivery days and hours of UTC delivery periods, for features defined on the local calendar.
+
+A local day is represented by its naive local midnight (``datetime64``), which keeps day
+arithmetic vectorised.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
-
-import numpy as np
 import pandas as pd
 
 
 def local_day_and_hour(delivery_start: pd.Series, timezone: str) -> tuple[pd.Series, pd.Series]:
-    """The local calendar day and wall-clock hour of each delivery start."""
-    local = delivery_start.dt.tz_convert(timezone)
-    return local.dt.date, local.dt.hour
+    """The local calendar day (naive midnight) and wall-clock hour of each delivery start."""
+    local = delivery_start.dt.tz_convert(timezone).dt.tz_localize(None)
+    return local.dt.normalize(), local.dt.hour
 
 
-def delivery_hours(days: list[dt.date] | np.ndarray, timezone: str) -> pd.DataFrame:
-    """Every UTC delivery hour of the given local days: 23, 24 or 25 per day, with day and hour."""
-    frames = []
-    for day in sorted(set(days)):
-        start = pd.Timestamp(day).tz_localize(timezone)
-        end = (pd.Timestamp(day) + pd.Timedelta(days=1)).tz_localize(timezone)
-        stamps = pd.date_range(start, end, freq="h", inclusive="left").tz_convert("UTC")
-        frames.append(pd.DataFrame({"delivery_start": stamps, "day": day}))
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"delivery_start": [], "day": []})
-    out["delivery_start"] = pd.to_datetime(out["delivery_start"], utc=True).astype("datetime64[us, UTC]")
-    out["hour"] = out["delivery_start"].dt.tz_convert(timezone).dt.hour
-    return out
+def delivery_hours(days: pd.Series | pd.DatetimeIndex, timezone: str) -> pd.DataFrame:
+    """Every UTC delivery hour of the given local days (naive midnights): 23, 24 or 25 per day."""
+    wanted = pd.DatetimeIndex(days).unique().sort_values()
+    if wanted.empty:
+        return pd.DataFrame({"delivery_start": pd.Series([], dtype="datetime64[us, UTC]"),
+                             "day": pd.Series([], dtype="datetime64[ns]"), "hour": pd.Series([], dtype="int64")})
+    first = wanted[0].tz_localize(timezone)
+    last = (wanted[-1] + pd.Timedelta(days=1)).tz_localize(timezone)
+    stamps = pd.Series(pd.date_range(first, last, freq="h", inclusive="left"))  # steps in UTC: DST-exact
+    day, hour = local_day_and_hour(stamps, timezone)
+    out = pd.DataFrame({"delivery_start": stamps.dt.tz_convert("UTC").astype("datetime64[us, UTC]"),
+                        "day": day, "hour": hour})
+    return out[out["day"].isin(wanted)].reset_index(drop=True)

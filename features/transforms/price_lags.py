@@ -12,8 +12,6 @@ missing; on an autumn day the first of the two repeated hours is used.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import numpy as np
 import pandas as pd
 
@@ -55,27 +53,25 @@ class PriceLagsAdder:
             day_sum=("price", "sum"), day_sq=("price", lambda s: float(np.square(s).sum())),
             day_n=("price", "size"), published=("published_at", "max"),
         )
-        days_with_prices = sorted(daily.index)
-        targets = delivery_hours([d + dt.timedelta(days=1) for d in days_with_prices], market.timezone)
-
-        out = targets.copy()
+        one_day = pd.Timedelta(days=1)
+        out = delivery_hours(daily.index + one_day, market.timezone)
         for k in self.lag_days:
-            src = list(zip(out["day"] - dt.timedelta(days=k), out["hour"]))
-            out[f"price_lag_P{k}D"] = by_hour.reindex(pd.MultiIndex.from_tuples(src)).to_numpy()
-        prev = daily.reindex(out["day"] - dt.timedelta(days=1))
+            src = pd.MultiIndex.from_arrays([out["day"] - k * one_day, out["hour"]])
+            out[f"price_lag_P{k}D"] = by_hour.reindex(src).to_numpy()
+        prev = daily.reindex(out["day"] - one_day)
         out["price_prev_day_min"] = prev["day_min"].to_numpy()
         out["price_prev_day_max"] = prev["day_max"].to_numpy()
         out["price_prev_day_mean"] = prev["day_mean"].to_numpy()
 
         # Rolling statistics over the hours of the last `rolling_days` local days, from daily sums.
-        full = pd.date_range(min(days_with_prices), max(days_with_prices), freq="D").date
+        full = pd.date_range(daily.index.min(), daily.index.max(), freq="D")
         sums = daily.reindex(full)[["day_sum", "day_sq", "day_n"]].fillna(0.0)
         window = sums.rolling(self.rolling_days, min_periods=1).sum()
         n = window["day_n"]
         mean = window["day_sum"] / n
         var = (window["day_sq"] - n * mean**2) / (n - 1)
         roll = pd.DataFrame({"mean": mean, "std": np.sqrt(var.clip(lower=0))}, index=full)
-        r = roll.reindex(out["day"] - dt.timedelta(days=1))
+        r = roll.reindex(out["day"] - one_day)
         out[f"price_rolling_mean_P{self.rolling_days}D"] = r["mean"].to_numpy()
         out[f"price_rolling_std_P{self.rolling_days}D"] = r["std"].to_numpy()
 

@@ -59,3 +59,12 @@ def test_markets_add_then_ingest_csv_with_a_mapping(tmp_path):
     assert "50.5" in r.output and "2023-12-31 23:00:00+00:00" in r.output
     r = run(tmp_path, "markets", "add", "bad", "--name", "x", "--timezone", "Mars/Base", "--country", "XX")
     assert r.exit_code != 0
+
+
+def test_features_compute_for_every_market_with_data(tmp_path):
+    run(tmp_path, "ingest", "synthetic", "--markets", "SYN_SOUTH,SYN_EAST", "--start", "2023-01-01", "--end", "2023-01-15")
+    r = run(tmp_path, "features", "compute")
+    assert r.exit_code == 0, r.output
+    assert "SYN_SOUTH: price_features" in r.output and "SYN_EAST: exogenous_features" in r.output
+    again = run(tmp_path, "features", "compute", "--markets", "SYN_EAST")
+    assert "new versions        0" in again.output and "SYN_SOUTH" not in again.output
