@@ -276,3 +276,15 @@ def test_revised_and_late_values_are_known_only_from_their_arrival(lake, tmp_pat
     # prices were not revised: their publication times stand
     p = MarketData(lake).prices("SYN_NORTH")
     assert (p["published_at"] < p["delivery_start"]).all()
+
+
+def test_a_file_with_fundamentals_only_or_prices_only(lake, tmp_path):
+    f = tmp_path / "load.csv"
+    f.write_text("time,load\n2021-01-04 00:00,30000\n2021-01-04 01:00,30001\n")
+    r = ingest_file(lake, "csv", "SYN_NORTH", f, mapping=SourceMapping(timestamp="time", columns={"load": "load_forecast_mw"}))
+    assert (r.prices_accepted, r.fundamentals_accepted) == (0, 2)
+    p = tmp_path / "price.csv"
+    p.write_text("time,px\n2021-01-04 00:00,50\n")
+    r = ingest_file(lake, "csv", "SYN_NORTH", p, mapping=SourceMapping(timestamp="time", columns={"px": "price"}))
+    assert (r.prices_accepted, r.fundamentals_accepted) == (1, 0)
+    assert len(MarketData(lake).fundamentals("SYN_NORTH")) == 2 and len(MarketData(lake).prices("SYN_NORTH")) == 1
