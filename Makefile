@@ -26,10 +26,13 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 setup: $(VENV)/.synced  ## create .venv from the lock file
 
-run: setup  ## ingest the synthetic market into the lake under AURUM_HOME (default ./.aurum), derive features, print stats
+run: setup  ## ingest the synthetic market under AURUM_HOME (default ./.aurum), derive features, serve one online lookup
 	$(AURUM) ingest synthetic
 	$(AURUM) features compute
 	$(AURUM) data stats
+	$(AURUM) features apply
+	$(AURUM) features materialize --from 2020-01-01
+	$(AURUM) features lookup SYN_NORTH
 
 test: setup  ## run the test suite
 	$(VENV)/bin/python -m pytest

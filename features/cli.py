@@ -203,6 +203,73 @@ def features_compute(
         typer.echo(compute_features(lake, registry.get(code), from_, to).render())
 
 
+@features_app.command("apply")
+def features_apply() -> None:
+    """Register the feature repo (entities, sources, feature views, services) in the profile's registry."""
+    from features import featurestore
+    from features.settings import AurumSettings
+
+    store = featurestore.apply(AurumSettings())
+    services = sorted(s.name for s in store.list_feature_services())
+    typer.echo(f"feature services: {', '.join(services)}")
+
+
+@features_app.command("plan")
+def features_plan() -> None:
+    """Show what `aurum features apply` would change, without changing it."""
+    from features import featurestore
+    from features.settings import AurumSettings
+
+    featurestore.plan(AurumSettings())
+
+
+@features_app.command("materialize")
+def features_materialize(
+    from_: Annotated[str | None, typer.Option("--from", help="Full load from this time (UTC, ISO 8601); "
+                                              "default: incremental since the last run.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Up to this time (UTC); default: now.")] = None,
+) -> None:
+    """Load the latest feature rows into the online store (full with --from, else incremental)."""
+    from features import featurestore
+    from features.marketdata import utc_bound
+    from features.settings import AurumSettings
+
+    start, end = utc_bound(from_), utc_bound(to)
+    featurestore.materialize(featurestore.open_store(AurumSettings()),
+                             start.to_pydatetime() if start is not None else None,
+                             end.to_pydatetime() if end is not None else None)
+
+
+@features_app.command("lookup")
+def features_lookup(
+    market: Annotated[str, typer.Argument(help="Market code.")],
+    day: Annotated[str | None, typer.Option(help="Local delivery day, YYYY-MM-DD; default: the last day with features.")] = None,
+    service: Annotated[str, typer.Option(help="Feature service.")] = "day_ahead_v1",
+) -> None:
+    """Print the online feature vectors of one market's delivery day (23, 24 or 25 hours)."""
+    import pandas as pd
+
+    from features import featurestore
+    from features.marketdata import MarketData
+    from features.settings import AurumSettings
+
+    settings = AurumSettings()
+    lake = _lake()
+    m = MarketData(lake).registry().get(market)
+    if day is None:
+        latest = lake.scan("features.price_features", columns=("market", "delivery_start")).to_pandas()
+        latest = latest[latest["market"] == market]["delivery_start"]
+        if latest.empty:
+            raise typer.BadParameter(f"no features for {market!r}; run `aurum features compute`", param_hint="market")
+        the_day = latest.max().tz_convert(m.timezone).date()
+    else:
+        the_day = _parse_day(day, "--day")
+    rows = featurestore.online_day(featurestore.open_store(settings), service, market, the_day, m.timezone)
+    with pd.option_context("display.max_columns", None, "display.width", 250):
+        typer.echo(f"{market} {the_day} ({len(rows)} delivery hours, service {service}):")
+        typer.echo(rows.drop(columns=["market"]).to_string(index=False))
+
+
 @markets_app.command("list")
 def markets_list() -> None:
     """Every market the platform knows, with its clock."""

@@ -40,7 +40,9 @@ from pyiceberg.expressions import (
     BooleanExpression,
     EqualTo,
     GreaterThanOrEqual,
+    In,
     LessThan,
+    LessThanOrEqual,
 )
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
@@ -212,6 +214,26 @@ def window_filter(market: str, start: pd.Timestamp | None = None, end: pd.Timest
     if end is not None:
         expr = And(expr, LessThan("delivery_start", _iso(end)))
     return expr
+
+
+def between(column: str, lo: object = None, hi: object = None) -> BooleanExpression:
+    """Row filter ``lo <= column <= hi`` (either bound optional); timestamps are taken as UTC."""
+    lit = lambda v: _iso(v) if isinstance(v, (pd.Timestamp, dt.datetime)) else v  # noqa: E731
+    terms = ([GreaterThanOrEqual(column, lit(lo))] if lo is not None else []) + (
+        [LessThanOrEqual(column, lit(hi))] if hi is not None else [])
+    return all_of(*terms)
+
+
+def one_of(column: str, values: set[str]) -> BooleanExpression:
+    """Row filter ``column IN values``."""
+    return In(column, set(values))
+
+
+def all_of(*terms: BooleanExpression) -> BooleanExpression:
+    """Conjunction of row filters (everything when there are none)."""
+    if not terms:
+        return AlwaysTrue()
+    return terms[0] if len(terms) == 1 else And(*terms)
 
 
 def equals(**values: str) -> BooleanExpression:

@@ -1,0 +1,286 @@
+"""The Feast adapter: the feature store over the derived Iceberg feature tables.
+
+The only module that imports ``feast`` (besides the declarations in ``feature_repo/``, which Feast
+executes). It renders the profile's ``feature_repo/feature_store.<profile>.yaml`` through
+``${VAR}`` values taken from the settings, so a user never edits paths, and wraps apply, plan,
+materialize, training-set retrieval and online lookups.
+
+``PrunedDuckDBOfflineStore`` is Feast's DuckDB offline store with one change: Feast reads an
+``IcebergSource`` whole (``table.scan().to_arrow()``) for every request; this store pushes the
+requested markets, the delivery window and the event-time window (``known_at`` between the
+earliest issue time minus the view's TTL and the latest issue time) into the Iceberg scan and
+reads only the needed columns. The point-in-time join itself is Feast's, unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+from feast import FeatureStore
+from feast.data_source import DataSource
+from feast.feature_view import FeatureView
+from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import IcebergSource
+from feast.infra.offline_stores import duckdb as feast_duckdb
+from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
+from feast.infra.offline_stores.ibis import (
+    get_historical_features_ibis,
+    pull_all_from_table_or_query_ibis,
+    pull_latest_from_table_or_query_ibis,
+)
+from pydantic import StrictStr
+
+from features.errors import AurumError
+from features.lake import all_of, between, one_of
+from features.settings import AurumSettings
+
+ENTITY_TIMESTAMP = "event_timestamp"
+
+
+class FeatureStoreError(AurumError, ValueError):
+    """A feature-store request that cannot be answered as asked."""
+
+
+def feature_repo_path() -> Path:
+    spec = importlib.util.find_spec("feature_repo")
+    if spec is None or not spec.submodule_search_locations:
+        raise FeatureStoreError("the feature_repo package is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def feast_environment(settings: AurumSettings) -> dict[str, str]:
+    """The ``${VAR}`` values of the feature_store yaml and the declarations, from the settings."""
+    props = settings.catalog_properties()
+    env = {
+        "AURUM_FEAST_PROJECT": "aurum",
+        "AURUM_ICEBERG_CATALOG": settings.catalog.name,
+        "AURUM_ICEBERG_URI": props.get("uri", ""),
+        "AURUM_ICEBERG_WAREHOUSE": props.get("warehouse", ""),
+        "AURUM_ICEBERG_TYPE": props.get("type", "sql"),
+    }
+    feast_dir = settings.home_dir / "feast"
+    if settings.profile == "local":
+        env |= {"AURUM_FEAST_REGISTRY": str(feast_dir / "registry.db"),
+                "AURUM_FEAST_ONLINE_PATH": str(feast_dir / "online.db")}
+    else:
+        redis = settings.redis_url.removeprefix("redis://").split("/", 1)[0]
+        env |= {"AURUM_FEAST_REGISTRY": settings.postgres_url, "AURUM_FEAST_REDIS": redis}
+    return env
+
+
+@contextlib.contextmanager
+def _environment(settings: AurumSettings) -> Iterator[dict[str, str]]:
+    env = feast_environment(settings)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _yaml(settings: AurumSettings) -> Path:
+    return feature_repo_path() / f"feature_store.{settings.profile}.yaml"
+
+
+def open_store(settings: AurumSettings) -> FeatureStore:
+    """A FeatureStore on the profile's registry, offline and online stores."""
+    if settings.profile == "local":
+        (settings.home_dir / "feast").mkdir(parents=True, exist_ok=True)
+    with _environment(settings):
+        return FeatureStore(repo_path=str(feature_repo_path()), fs_yaml_file=_yaml(settings))
+
+
+@contextlib.contextmanager
+def _in_repo(settings: AurumSettings) -> Iterator[Path]:
+    """Feast parses the repo from inside it, importing its files as top-level modules."""
+    repo = feature_repo_path()
+    cwd = os.getcwd()
+    if str(repo) not in sys.path:
+        sys.path.append(str(repo))  # appended, as the feast CLI does, so `features` stays Aurum's package
+    with _environment(settings):
+        try:
+            yield repo
+        finally:
+            os.chdir(cwd)  # Feast changes into the repo
+
+
+def apply(settings: AurumSettings) -> FeatureStore:
+    """Register the declarations of ``feature_repo/`` (entities, sources, views, services)."""
+    from feast.repo_operations import apply_total
+
+    store = open_store(settings)
+    with _in_repo(settings) as repo:
+        apply_total(store.config, repo, skip_source_validation=False)
+    return open_store(settings)
+
+
+def plan(settings: AurumSettings) -> None:
+    """Print what ``apply`` would change."""
+    from feast.repo_operations import plan as feast_plan
+
+    store = open_store(settings)
+    with _in_repo(settings) as repo:
+        feast_plan(store.config, repo, skip_source_validation=False)
+
+
+def materialize(store: FeatureStore, start: dt.datetime | None = None, end: dt.datetime | None = None) -> None:
+    """Load the latest feature rows into the online store: ``[start, end]`` or incrementally up to ``end``."""
+    end = end or dt.datetime.now(dt.timezone.utc)
+    if start is None:
+        store.materialize_incremental(end_date=end)
+    else:
+        store.materialize(start_date=start, end_date=end)
+
+
+def service_features(store: FeatureStore, service: str) -> list[str]:
+    """Feature names (``view:feature``) of a feature service; an unknown service is a clear error."""
+    try:
+        fs = store.get_feature_service(service)
+    except Exception as exc:  # Feast raises its own FeatureServiceNotFoundException
+        known = sorted(s.name for s in store.list_feature_services())
+        raise FeatureStoreError(f"unknown feature service {service!r}; the registry has {known}") from exc
+    return [f"{p.name_to_use()}:{f.name}" for p in fs.feature_view_projections for f in p.features]
+
+
+def training_set(store: FeatureStore, service: str, entity_rows: pd.DataFrame) -> pd.DataFrame:
+    """Point-in-time features for rows of ``market``, ``delivery_start`` and ``event_timestamp`` (issue time)."""
+    missing = {"market", "delivery_start", ENTITY_TIMESTAMP} - set(entity_rows.columns)
+    if missing:
+        raise FeatureStoreError(f"entity rows lack columns {sorted(missing)}; expected market, delivery_start, "
+                                f"{ENTITY_TIMESTAMP} (the issue time)")
+    service_features(store, service)  # an unknown service is a clear error
+    return store.get_historical_features(entity_df=entity_rows, features=store.get_feature_service(service)).to_df()
+
+
+def online_day(store: FeatureStore, service: str, market: str, delivery_day: dt.date, timezone: str) -> pd.DataFrame:
+    """Online feature vectors of every delivery hour of one local day (23, 24 or 25 rows)."""
+    start = pd.Timestamp(delivery_day).tz_localize(timezone)
+    end = (pd.Timestamp(delivery_day) + pd.Timedelta(days=1)).tz_localize(timezone)
+    hours = pd.date_range(start, end, freq="h", inclusive="left").tz_convert("UTC")
+    names = [f.split(":", 1)[1] for f in service_features(store, service)]
+    rows = [{"market": market, "delivery_start": h.to_pydatetime()} for h in hours]
+    out = store.get_online_features(features=store.get_feature_service(service), entity_rows=rows).to_df()
+    out["delivery_start"] = hours
+    return out[["market", "delivery_start", *names]]
+
+
+# ---------------------------------------------------------------- the pruned offline store
+
+
+class PrunedDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
+    """Config of :class:`PrunedDuckDBOfflineStore` (Feast finds it by this exact name, in this module)."""
+
+    type: StrictStr = "features.featurestore.PrunedDuckDBOfflineStore"
+
+
+def _reader(plan: dict[int, tuple]) -> Callable[[DataSource, str], object]:
+    """A Feast data-source reader that scans Iceberg sources with the planned filter and columns."""
+    import ibis
+
+    def read(source: DataSource, repo_path: str):
+        if isinstance(source, IcebergSource) and id(source) in plan and source.catalog_type != "rest":
+            row_filter, columns = plan[id(source)]
+            table = source.get_catalog_client().load_table(f"{source.namespace}.{source.iceberg_table}")
+            kwargs = {"row_filter": row_filter}
+            if columns:
+                kwargs["selected_fields"] = tuple(dict.fromkeys(columns))
+            return ibis.memtable(table.scan(**kwargs).to_arrow())
+        return feast_duckdb._read_data_source(source, repo_path)
+
+    return read
+
+
+def _view_plan(view: FeatureView, feature_refs: list[str], entity_df: pd.DataFrame):
+    source = view.batch_source
+    to_source = {v: k for k, v in (source.field_mapping or {}).items()}
+    col = lambda c: to_source.get(c, c)  # noqa: E731
+    keys = view.projection.join_key_map or {e.name: e.name for e in view.entity_columns}
+    terms = []
+    for view_key, df_key in keys.items():
+        values = entity_df[df_key].dropna()
+        if values.empty:
+            continue
+        if pd.api.types.is_datetime64_any_dtype(values):
+            terms.append(between(col(view_key), pd.Timestamp(values.min()), pd.Timestamp(values.max())))
+        else:
+            terms.append(one_of(col(view_key), set(map(str, values.unique()))))
+    issued = pd.to_datetime(entity_df[ENTITY_TIMESTAMP], utc=True)
+    terms.append(between(source.timestamp_field, issued.min() - view.ttl if view.ttl else None, issued.max()))
+    prefix = view.projection.name_to_use() + ":"
+    features = [r.split(":", 1)[1] for r in feature_refs if r.startswith(prefix)]
+    columns = [col(k) for k in keys] + [col(f) for f in features] + [source.timestamp_field]
+    if source.created_timestamp_column:
+        columns.append(source.created_timestamp_column)
+    return all_of(*terms), columns
+
+
+def _time_plan(source: DataSource, timestamp_field: str, start, end) -> dict[int, tuple]:
+    return {id(source): (between(timestamp_field, start and pd.Timestamp(start), end and pd.Timestamp(end)), None)}
+
+
+class PrunedDuckDBOfflineStore(DuckDBOfflineStore):
+    """DuckDB offline store whose Iceberg reads follow the request, not the table size."""
+
+    @staticmethod
+    def get_historical_features(config, feature_views, feature_refs, entity_df, registry, project,
+                                full_feature_names=False, filter_by_created_timestamp=False):
+        if not isinstance(entity_df, pd.DataFrame) or ENTITY_TIMESTAMP not in entity_df.columns:
+            return DuckDBOfflineStore.get_historical_features(
+                config, feature_views, feature_refs, entity_df, registry, project,
+                full_feature_names, filter_by_created_timestamp)
+        plan: dict[int, tuple] = {}
+        shared: set[int] = set()
+        for view in feature_views:
+            if isinstance(view.batch_source, IcebergSource):
+                key = id(view.batch_source)
+                if key in plan:
+                    shared.add(key)
+                plan[key] = _view_plan(view, feature_refs, entity_df)
+        for key in shared:  # one source behind two views: read it whole rather than for one view only
+            del plan[key]
+        oc = config.offline_store
+        return get_historical_features_ibis(
+            config=config, feature_views=feature_views, feature_refs=feature_refs, entity_df=entity_df,
+            registry=registry, project=project, full_feature_names=full_feature_names,
+            data_source_reader=_reader(plan), data_source_writer=feast_duckdb._write_data_source,
+            staging_location=oc.staging_location,
+            staging_location_endpoint_override=oc.staging_location_endpoint_override,
+            filter_by_created_timestamp=filter_by_created_timestamp,
+        )
+
+    @staticmethod
+    def pull_latest_from_table_or_query(config, data_source, join_key_columns, feature_name_columns,
+                                        timestamp_field, created_timestamp_column, start_date, end_date):
+        oc = config.offline_store
+        return pull_latest_from_table_or_query_ibis(
+            config=config, data_source=data_source, join_key_columns=join_key_columns,
+            feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
+            created_timestamp_column=created_timestamp_column, start_date=start_date, end_date=end_date,
+            data_source_reader=_reader(_time_plan(data_source, timestamp_field, start_date, end_date)),
+            data_source_writer=feast_duckdb._write_data_source, staging_location=oc.staging_location,
+            staging_location_endpoint_override=oc.staging_location_endpoint_override,
+        )
+
+    @staticmethod
+    def pull_all_from_table_or_query(config, data_source, join_key_columns, feature_name_columns,
+                                     timestamp_field, created_timestamp_column=None, start_date=None, end_date=None):
+        oc = config.offline_store
+        return pull_all_from_table_or_query_ibis(
+            config=config, data_source=data_source, join_key_columns=join_key_columns,
+            feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
+            created_timestamp_column=created_timestamp_column, start_date=start_date, end_date=end_date,
+            data_source_reader=_reader(_time_plan(data_source, timestamp_field, start_date, end_date)),
+            data_source_writer=feast_duckdb._write_data_source, staging_location=oc.staging_location,
+            staging_location_endpoint_override=oc.staging_location_endpoint_override,
+        )

@@ -1,0 +1,111 @@
+"""The Feast feature store over the Iceberg feature tables: real Feast, real SQLite online store.
+
+Point in time is the core promise: a training set for issue time T holds only values known at T,
+and does not change when data known after T changes or disappears.
+"""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import featurestore
+from features.featuretables import compute_features, features_as_of
+from features.ingest import ingest_file, ingest_synthetic
+from features.lake import Lake, between
+from features.marketdata import MarketData
+from features.settings import AurumSettings
+from features.sources import SourceMapping
+
+SERVICE = "day_ahead_v1"
+TZ = "Europe/Berlin"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    settings = AurumSettings(home=tmp_path_factory.mktemp("home"))
+    lake = Lake.open(settings)
+    ingest_synthetic(lake, ["SYN_NORTH"], dt.date(2024, 3, 1), dt.date(2024, 11, 1), seed=4)
+    market = MarketData(lake).registry().get("SYN_NORTH")
+    compute_features(lake, market)
+    store = featurestore.apply(settings)
+    return settings, lake, market, store
+
+
+def day_rows(day: str, issued: str) -> pd.DataFrame:
+    d = pd.Timestamp(day)
+    hours = pd.date_range(d.tz_localize(TZ), (d + pd.Timedelta(days=1)).tz_localize(TZ), freq="h", inclusive="left")
+    return pd.DataFrame({"market": "SYN_NORTH", "delivery_start": hours.tz_convert("UTC"),
+                         "event_timestamp": pd.Timestamp(issued, tz="UTC")})
+
+
+def test_training_set_matches_the_feature_tables_as_of_the_issue_time(env):
+    settings, lake, market, store = env
+    rows = day_rows("2024-06-12", "2024-06-11 09:30")  # 11:30 local on D-1, before gate closure
+    ts = featurestore.training_set(store, SERVICE, rows).sort_values("delivery_start").reset_index(drop=True)
+    assert len(ts) == 24
+    for table, cols in (("price_features", ["price_lag_P1D", "price_lag_P7D", "price_rolling_std_P7D"]),
+                        ("exogenous_features", ["load_forecast_mw", "residual_load_mw"])):
+        oracle = features_as_of(lake, table, "SYN_NORTH", "2024-06-11 09:30", "2024-06-11", "2024-06-14")
+        merged = ts.merge(oracle, on="delivery_start", suffixes=("", "_oracle"))
+        assert len(merged) == 24
+        for c in cols:
+            np.testing.assert_array_equal(merged[c].to_numpy(), merged[f"{c}_oracle"].to_numpy())
+
+
+def test_price_lag_equals_the_raw_price_of_the_same_hour_the_day_before(env):
+    settings, lake, market, store = env
+    ts = featurestore.training_set(store, SERVICE, day_rows("2024-07-03", "2024-07-02 09:00"))
+    raw = MarketData(lake).prices("SYN_NORTH", "2024-07-01 22:00", "2024-07-02 22:00")  # local 07-02
+    np.testing.assert_array_equal(ts.sort_values("delivery_start")["price_lag_P1D"].to_numpy(), raw["price"].to_numpy())
+
+
+def test_values_not_yet_known_at_the_issue_time_are_missing_not_leaked(env):
+    settings, lake, market, store = env
+    # Two days ahead, early: D-1 prices are not published and D forecasts not issued yet.
+    ts = featurestore.training_set(store, SERVICE, day_rows("2024-06-12", "2024-06-10 06:00"))
+    assert ts["price_lag_P1D"].isna().all() and ts["load_forecast_mw"].isna().all()
+
+
+def test_changing_or_deleting_data_known_after_t_leaves_the_training_set_for_t_unchanged(env, tmp_path):
+    settings, lake, market, store = env
+    rows = day_rows("2024-08-20", "2024-08-19 09:30")
+    before = featurestore.training_set(store, SERVICE, rows).sort_values("delivery_start").reset_index(drop=True)
+
+    # A late revision of that day's load forecast arrives now, and features are recomputed.
+    target = pd.Timestamp("2024-08-20 10:00", tz="UTC")
+    csv = tmp_path / "revision.csv"
+    csv.write_text(f"time,load\n{target.tz_convert(TZ):%Y-%m-%d %H:%M},123456\n")
+    ingest_file(lake, "csv", "SYN_NORTH", csv, mapping=SourceMapping(timestamp="time", columns={"load": "load_forecast_mw"}))
+    assert compute_features(lake, market, "2024-08-01", "2024-09-01").versions_written["exogenous_features"] == 1
+    # And every feature row that became known after T disappears.
+    lake.table("features.price_features").delete(between("known_at", pd.Timestamp("2024-08-19 09:31", tz="UTC")))
+
+    after = featurestore.training_set(store, SERVICE, rows).sort_values("delivery_start").reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after)
+    now = featurestore.training_set(store, SERVICE, rows.assign(event_timestamp=pd.Timestamp.now(tz="UTC")))
+    assert now.set_index("delivery_start").loc[target, "load_forecast_mw"] == 123456
+
+
+def test_online_lookup_of_a_day_has_its_23_24_or_25_hours(env):
+    settings, lake, market, store = env
+    featurestore.materialize(store, dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc),
+                             dt.datetime(2024, 11, 2, tzinfo=dt.timezone.utc))
+    featurestore.materialize(store)  # incremental: nothing new, no error
+    for day, n in ((dt.date(2024, 6, 12), 24), (dt.date(2024, 10, 27), 25)):
+        online = featurestore.online_day(store, SERVICE, "SYN_NORTH", day, TZ)
+        assert len(online) == n and online["delivery_start"].is_unique
+    online = featurestore.online_day(store, SERVICE, "SYN_NORTH", dt.date(2024, 6, 12), TZ)
+    offline = featurestore.training_set(store, SERVICE, day_rows("2024-06-12", "2024-06-11 09:30"))
+    # the same definitions online and offline: the online vector equals the training row at issue time
+    np.testing.assert_allclose(online["price_lag_P7D"].astype(float).to_numpy(),
+                               offline.sort_values("delivery_start")["price_lag_P7D"].to_numpy())
+
+
+def test_unknown_feature_service_or_bad_entity_rows_are_clear_errors(env):
+    settings, lake, market, store = env
+    with pytest.raises(featurestore.FeatureStoreError, match="unknown feature service 'nope'.*day_ahead_v1"):
+        featurestore.training_set(store, "nope", day_rows("2024-06-12", "2024-06-11 09:30"))
+    with pytest.raises(featurestore.FeatureStoreError, match="lack columns.*event_timestamp"):
+        featurestore.training_set(store, SERVICE, day_rows("2024-06-12", "2024-06-11").drop(columns="event_timestamp"))
