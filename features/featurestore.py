@@ -58,7 +58,7 @@ def feast_environment(settings: AurumSettings) -> dict[str, str]:
     """The ``${VAR}`` values of the feature_store yaml and the declarations, from the settings."""
     props = settings.catalog_properties()
     env = {
-        "AURUM_FEAST_PROJECT": "aurum",
+        "AURUM_FEAST_PROJECT": settings.feast_project,
         "AURUM_ICEBERG_CATALOG": settings.catalog.name,
         "AURUM_ICEBERG_URI": props.get("uri", ""),
         "AURUM_ICEBERG_WAREHOUSE": props.get("warehouse", ""),

@@ -92,6 +92,10 @@ class AurumSettings(BaseSettings):
         description="PostgreSQL of the prod profile (Iceberg catalog; later MLflow, Feast registry, Optuna).",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis of the prod profile (Feast online store).")
+    feast_project: str = Field(
+        "aurum", pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$",
+        description="Feast project name; keeps registries and online keys of several deployments apart.",
+    )
     data_dir: Path | None = Field(
         None, description="Folder of real market files (epf/, entsoe/); default ../shared/data when it exists."
     )

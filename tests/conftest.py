@@ -66,6 +66,20 @@ def pg_settings(tmp_path):
     engine.dispose()
 
 
+@pytest.fixture
+def redis_available():
+    """The Redis of the prod profile on 127.0.0.1:6379."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        missing(f"Redis at 127.0.0.1:6379 is not reachable: {exc}")
+    yield client
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     d = Path(os.environ.get("AURUM_TEST_DATA_DIR", ROOT.parent / "shared" / "data"))

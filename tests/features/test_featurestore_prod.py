@@ -1,0 +1,39 @@
+"""The feature store on the prod profile: SQL registry on PostgreSQL, Redis online store, PostgreSQL Iceberg catalog."""
+
+import datetime as dt
+import uuid
+
+import pandas as pd
+import pytest
+
+from features import featurestore
+from features.featuretables import compute_features
+from features.ingest import ingest_synthetic
+from features.lake import Lake
+from features.marketdata import MarketData
+
+pytestmark = pytest.mark.postgres
+
+
+def test_apply_materialize_and_lookup_on_postgresql_and_redis(pg_settings, redis_available):
+    settings = pg_settings.model_copy(update={"feast_project": f"aurum_test_{uuid.uuid4().hex[:8]}"})
+    lake = Lake.open(settings)
+    ingest_synthetic(lake, ["SYN_SOUTH"], dt.date(2024, 5, 1), dt.date(2024, 6, 1), seed=9)
+    market = MarketData(lake).registry().get("SYN_SOUTH")
+    compute_features(lake, market)
+    store = featurestore.apply(settings)
+    try:
+        assert store.config.registry.registry_type == "sql"
+        assert store.config.online_store.type == "redis"
+        featurestore.materialize(store, dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc),
+                                 dt.datetime(2024, 6, 2, tzinfo=dt.timezone.utc))
+        online = featurestore.online_day(store, "day_ahead_v1", "SYN_SOUTH", dt.date(2024, 5, 20), market.timezone)
+        assert len(online) == 24 and online["load_forecast_mw"].notna().all()
+        d = pd.Timestamp("2024-05-20")
+        hours = pd.date_range(d.tz_localize(market.timezone), periods=24, freq="h").tz_convert("UTC")
+        rows = pd.DataFrame({"market": "SYN_SOUTH", "delivery_start": hours,
+                             "event_timestamp": pd.Timestamp("2024-05-19 09:30", tz="UTC")})
+        offline = featurestore.training_set(store, "day_ahead_v1", rows).sort_values("delivery_start")
+        assert (offline["load_forecast_mw"].to_numpy() == online["load_forecast_mw"].astype(float).to_numpy()).all()
+    finally:
+        store.teardown()  # drops this project's online keys
