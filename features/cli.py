@@ -243,7 +243,7 @@ def features_materialize(
 @features_app.command("lookup")
 def features_lookup(
     market: Annotated[str, typer.Argument(help="Market code.")],
-    day: Annotated[str | None, typer.Option(help="Local delivery day, YYYY-MM-DD; default: the last day with features.")] = None,
+    day: Annotated[str | None, typer.Option(help="Local delivery day, YYYY-MM-DD; default: the last day with all features.")] = None,
     service: Annotated[str, typer.Option(help="Feature service.")] = "day_ahead_v1",
 ) -> None:
     """Print the online feature vectors of one market's delivery day (23, 24 or 25 hours)."""
@@ -257,11 +257,14 @@ def features_lookup(
     lake = _lake()
     m = MarketData(lake).registry().get(market)
     if day is None:
-        latest = lake.scan("features.price_features", columns=("market", "delivery_start")).to_pandas()
-        latest = latest[latest["market"] == market]["delivery_start"]
-        if latest.empty:
+        # The latest day with every feature group: forecasts (exogenous) lag price features by a day.
+        lasts = []
+        for table in ("features.price_features", "features.exogenous_features"):
+            t = lake.scan(table, columns=("market", "delivery_start")).to_pandas()
+            lasts.append(t.loc[t["market"] == market, "delivery_start"].max())
+        if any(pd.isna(x) for x in lasts):
             raise typer.BadParameter(f"no features for {market!r}; run `aurum features compute`", param_hint="market")
-        the_day = latest.max().tz_convert(m.timezone).date()
+        the_day = min(lasts).tz_convert(m.timezone).date()
     else:
         the_day = _parse_day(day, "--day")
     rows = featurestore.online_day(featurestore.open_store(settings), service, market, the_day, m.timezone)

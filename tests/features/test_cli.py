@@ -68,3 +68,16 @@ def test_features_compute_for_every_market_with_data(tmp_path):
     assert "SYN_SOUTH: price_features" in r.output and "SYN_EAST: exogenous_features" in r.output
     again = run(tmp_path, "features", "compute", "--markets", "SYN_EAST")
     assert "new versions        0" in again.output and "SYN_SOUTH" not in again.output
+
+
+def test_feature_store_commands_end_with_a_full_online_day(tmp_path):
+    run(tmp_path, "ingest", "synthetic", "--markets", "SYN_NORTH", "--start", "2024-06-01", "--end", "2024-06-20")
+    assert run(tmp_path, "features", "compute").exit_code == 0
+    r = run(tmp_path, "features", "apply")
+    assert r.exit_code == 0, r.output
+    assert "day_ahead_v1" in r.output
+    assert run(tmp_path, "features", "materialize", "--from", "2024-05-01").exit_code == 0
+    r = run(tmp_path, "features", "lookup", "SYN_NORTH")
+    assert r.exit_code == 0, r.output
+    assert "SYN_NORTH 2024-06-19 (24 delivery hours" in r.output
+    assert "None" not in r.output and "NaN" not in r.output  # the default day has every feature
