@@ -106,6 +106,11 @@ def _in_repo(settings: AurumSettings) -> Iterator[Path]:
     """Feast parses the repo from inside it, importing its files as top-level modules."""
     repo = feature_repo_path()
     cwd = os.getcwd()
+    # Declarations read the settings when imported: forget earlier imports so they are read anew.
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).parent == repo and name != "feature_repo":
+            del sys.modules[name]
     if str(repo) not in sys.path:
         sys.path.append(str(repo))  # appended, as the feast CLI does, so `features` stays Aurum's package
     with _environment(settings):
