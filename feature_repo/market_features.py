@@ -40,25 +40,22 @@ def _source(table: str) -> IcebergSource:
     )
 
 
-price_features = FeatureView(
-    name="price_features",
-    entities=[market, delivery],
-    ttl=FRESHNESS,
-    schema=[Field(name=n, dtype=Float64) for n in PriceLagsAdder().feature_names],
-    source=_source("price_features"),
-    online=True,
-    description="Same-hour price lags and previous-day/rolling statistics known before gate closure on D-1.",
-)
+def _view(name: str, feature_names: list[str], description: str) -> FeatureView:
+    return FeatureView(
+        name=name,
+        entities=[market, delivery],
+        ttl=FRESHNESS,
+        schema=[Field(name=n, dtype=Float64) for n in feature_names],
+        source=_source(name),
+        online=True,
+        description=description,
+    )
 
-exogenous_features = FeatureView(
-    name="exogenous_features",
-    entities=[market, delivery],
-    ttl=FRESHNESS,
-    schema=[Field(name=n, dtype=Float64) for n in ExogenousAdder().feature_names],
-    source=_source("exogenous_features"),
-    online=True,
-    description="Day-ahead load, wind, solar, generation and fuel forecasts of the delivery hour; residual load.",
-)
+
+price_features = _view("price_features", PriceLagsAdder().feature_names,
+                       "Same-hour price lags and previous-day/rolling statistics known before gate closure on D-1.")
+exogenous_features = _view("exogenous_features", ExogenousAdder().feature_names,
+                           "Day-ahead load, wind, solar, generation and fuel forecasts of the delivery hour; residual load.")
 
 day_ahead_v1 = FeatureService(
     name="day_ahead_v1",

@@ -267,25 +267,27 @@ class PrunedDuckDBOfflineStore(DuckDBOfflineStore):
     @staticmethod
     def pull_latest_from_table_or_query(config, data_source, join_key_columns, feature_name_columns,
                                         timestamp_field, created_timestamp_column, start_date, end_date):
-        oc = config.offline_store
-        return pull_latest_from_table_or_query_ibis(
-            config=config, data_source=data_source, join_key_columns=join_key_columns,
-            feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
-            created_timestamp_column=created_timestamp_column, start_date=start_date, end_date=end_date,
-            data_source_reader=_reader(_time_plan(data_source, timestamp_field, start_date, end_date)),
-            data_source_writer=feast_duckdb._write_data_source, staging_location=oc.staging_location,
-            staging_location_endpoint_override=oc.staging_location_endpoint_override,
-        )
+        return pull_latest_from_table_or_query_ibis(**_pull_arguments(
+            config, data_source, join_key_columns, feature_name_columns, timestamp_field,
+            created_timestamp_column, start_date, end_date))
 
     @staticmethod
     def pull_all_from_table_or_query(config, data_source, join_key_columns, feature_name_columns,
                                      timestamp_field, created_timestamp_column=None, start_date=None, end_date=None):
-        oc = config.offline_store
-        return pull_all_from_table_or_query_ibis(
-            config=config, data_source=data_source, join_key_columns=join_key_columns,
-            feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
-            created_timestamp_column=created_timestamp_column, start_date=start_date, end_date=end_date,
-            data_source_reader=_reader(_time_plan(data_source, timestamp_field, start_date, end_date)),
-            data_source_writer=feast_duckdb._write_data_source, staging_location=oc.staging_location,
-            staging_location_endpoint_override=oc.staging_location_endpoint_override,
-        )
+        return pull_all_from_table_or_query_ibis(**_pull_arguments(
+            config, data_source, join_key_columns, feature_name_columns, timestamp_field,
+            created_timestamp_column, start_date, end_date))
+
+
+def _pull_arguments(config, data_source, join_key_columns, feature_name_columns, timestamp_field,
+                    created_timestamp_column, start_date, end_date) -> dict:
+    """Arguments of Feast's ibis pulls (materialization) with the time window pushed into the scan."""
+    oc = config.offline_store
+    return dict(
+        config=config, data_source=data_source, join_key_columns=join_key_columns,
+        feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
+        created_timestamp_column=created_timestamp_column, start_date=start_date, end_date=end_date,
+        data_source_reader=_reader(_time_plan(data_source, timestamp_field, start_date, end_date)),
+        data_source_writer=feast_duckdb._write_data_source, staging_location=oc.staging_location,
+        staging_location_endpoint_override=oc.staging_location_endpoint_override,
+    )

@@ -109,3 +109,16 @@ def test_unknown_feature_service_or_bad_entity_rows_are_clear_errors(env):
         featurestore.training_set(store, "nope", day_rows("2024-06-12", "2024-06-11 09:30"))
     with pytest.raises(featurestore.FeatureStoreError, match="lack columns.*event_timestamp"):
         featurestore.training_set(store, SERVICE, day_rows("2024-06-12", "2024-06-11").drop(columns="event_timestamp"))
+
+
+def test_historical_reads_push_market_and_time_window_into_the_iceberg_scan(env):
+    settings, lake, market, store = env
+    view = store.get_feature_view("price_features")
+    rows = day_rows("2024-06-12", "2024-06-11 09:30")
+    row_filter, columns = featurestore._view_plan(view, ["price_features:price_lag_P1D"], rows)
+    assert columns == ["market", "delivery_start", "price_lag_P1D", "known_at", "computed_at"]
+    got = lake.scan("features.price_features", row_filter).to_pandas()
+    assert 0 < len(got) < 0.02 * len(lake.scan("features.price_features"))
+    assert set(got["market"]) == {"SYN_NORTH"}
+    assert got["known_at"].max() <= pd.Timestamp("2024-06-11 09:30", tz="UTC")
+    assert got["known_at"].min() >= pd.Timestamp("2024-06-09 09:30", tz="UTC")  # issue time minus the TTL
