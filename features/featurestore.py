@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 from feast import FeatureStore
 from feast.data_source import DataSource
+from feast.errors import FeatureServiceNotFoundException
 from feast.feature_view import FeatureView
 from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import IcebergSource
 from feast.infra.offline_stores import duckdb as feast_duckdb
@@ -39,6 +40,7 @@ from pydantic import StrictStr
 from features.errors import AurumError
 from features.lake import all_of, between, one_of
 from features.settings import AurumSettings
+from features.transforms.localtime import delivery_hours
 
 ENTITY_TIMESTAMP = "event_timestamp"
 
@@ -152,7 +154,7 @@ def service_features(store: FeatureStore, service: str) -> list[str]:
     """Feature names (``view:feature``) of a feature service; an unknown service is a clear error."""
     try:
         fs = store.get_feature_service(service)
-    except Exception as exc:  # Feast raises its own FeatureServiceNotFoundException
+    except FeatureServiceNotFoundException as exc:
         known = sorted(s.name for s in store.list_feature_services())
         raise FeatureStoreError(f"unknown feature service {service!r}; the registry has {known}") from exc
     return [f"{p.name_to_use()}:{f.name}" for p in fs.feature_view_projections for f in p.features]
@@ -170,13 +172,11 @@ def training_set(store: FeatureStore, service: str, entity_rows: pd.DataFrame) -
 
 def online_day(store: FeatureStore, service: str, market: str, delivery_day: dt.date, timezone: str) -> pd.DataFrame:
     """Online feature vectors of every delivery hour of one local day (23, 24 or 25 rows)."""
-    start = pd.Timestamp(delivery_day).tz_localize(timezone)
-    end = (pd.Timestamp(delivery_day) + pd.Timedelta(days=1)).tz_localize(timezone)
-    hours = pd.date_range(start, end, freq="h", inclusive="left").tz_convert("UTC")
+    hours = delivery_hours(pd.DatetimeIndex([pd.Timestamp(delivery_day)]), timezone)["delivery_start"]
     names = [f.split(":", 1)[1] for f in service_features(store, service)]
     rows = [{"market": market, "delivery_start": h.to_pydatetime()} for h in hours]
     out = store.get_online_features(features=store.get_feature_service(service), entity_rows=rows).to_df()
-    out["delivery_start"] = hours
+    out["delivery_start"] = hours.to_numpy()
     return out[["market", "delivery_start", *names]]
 
 
