@@ -12,9 +12,9 @@ from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, ValueType
 from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import IcebergSource
-from feast.types import Float64
+from feast.types import Bool, Float64, Int64
 
-from features.transforms import ExogenousAdder, PriceLagsAdder
+from features.transforms import CalendarAdder, ExogenousAdder, PriceLagsAdder
 
 # A day-ahead forecast for day D is issued on D-1; its inputs are at most ~2 days old then.
 FRESHNESS = timedelta(days=2)
@@ -40,25 +40,30 @@ def _source(table: str) -> IcebergSource:
     )
 
 
-def _view(name: str, feature_names: list[str], description: str) -> FeatureView:
+FEAST_TYPES = {"double": Float64, "long": Int64, "boolean": Bool}
+
+
+def _view(name: str, feature_kinds: dict[str, str], description: str) -> FeatureView:
     return FeatureView(
         name=name,
         entities=[market, delivery],
         ttl=FRESHNESS,
-        schema=[Field(name=n, dtype=Float64) for n in feature_names],
+        schema=[Field(name=n, dtype=FEAST_TYPES[kind]) for n, kind in feature_kinds.items()],
         source=_source(name),
         online=True,
         description=description,
     )
 
 
-price_features = _view("price_features", PriceLagsAdder().feature_names,
+price_features = _view("price_features", dict.fromkeys(PriceLagsAdder().feature_names, "double"),
                        "Same-hour price lags and previous-day/rolling statistics known before gate closure on D-1.")
-exogenous_features = _view("exogenous_features", ExogenousAdder().feature_names,
+exogenous_features = _view("exogenous_features", dict.fromkeys(ExogenousAdder().feature_names, "double"),
                            "Day-ahead load, wind, solar, generation and fuel forecasts of the delivery hour; residual load.")
+calendar_features = _view("calendar_features", CalendarAdder.feature_kinds,
+                          "Local hour, weekday, month, cyclic hour and day of year, weekend, public holiday.")
 
 day_ahead_v1 = FeatureService(
     name="day_ahead_v1",
-    features=[price_features, exogenous_features],
+    features=[price_features, exogenous_features, calendar_features],
     description="Features of the day-ahead price forecasters, version 1 (recorded with every MLflow run).",
 )

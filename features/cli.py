@@ -267,10 +267,14 @@ def features_lookup(
         the_day = min(lasts).tz_convert(m.timezone).date()
     else:
         the_day = _parse_day(day, "--day")
-    rows = featurestore.online_day(featurestore.open_store(settings), service, market, the_day, m.timezone)
+    rows = featurestore.online_day(featurestore.open_store(settings), service, market, the_day, m.timezone,
+                                   gate_closure=m.gate_closure)
     with pd.option_context("display.max_columns", None, "display.width", 250):
         typer.echo(f"{market} {the_day} ({len(rows)} delivery hours, service {service}):")
         typer.echo(rows.drop(columns=["market"]).to_string(index=False))
+    typer.echo(f"freshness at issue time: oldest feature {rows['feature_age'].max()} old, "
+               f"{int(rows['stale'].sum())} of {len(rows)} hours stale, "
+               f"{int(rows['missing_features'].sum())} missing values")
 
 
 @markets_app.command("list")

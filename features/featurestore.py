@@ -160,24 +160,71 @@ def service_features(store: FeatureStore, service: str) -> list[str]:
     return [f"{p.name_to_use()}:{f.name}" for p in fs.feature_view_projections for f in p.features]
 
 
-def training_set(store: FeatureStore, service: str, entity_rows: pd.DataFrame) -> pd.DataFrame:
-    """Point-in-time features for rows of ``market``, ``delivery_start`` and ``event_timestamp`` (issue time)."""
+def _selected(store: FeatureStore, service: str, features: list[str] | None) -> list[str]:
+    """The service's feature names, or the requested subset; anything else is a clear error."""
+    offered = [f.split(":", 1)[1] for f in service_features(store, service)]
+    if features is None:
+        return offered
+    unknown = [f for f in features if f not in offered]
+    if unknown:
+        raise FeatureStoreError(f"features {unknown!r} are not offered by service {service!r}; it offers {offered}")
+    return list(features)
+
+
+def training_set(
+    store: FeatureStore, service: str, entity_rows: pd.DataFrame, features: list[str] | None = None
+) -> pd.DataFrame:
+    """Point-in-time features for rows of ``market``, ``delivery_start`` and ``event_timestamp`` (issue time).
+
+    ``missing_features`` counts, per row, the features not known at its issue time (missing values
+    are never filled). A request where nothing at all is known is an error, not a frame of NaNs.
+    """
     missing = {"market", "delivery_start", ENTITY_TIMESTAMP} - set(entity_rows.columns)
     if missing:
         raise FeatureStoreError(f"entity rows lack columns {sorted(missing)}; expected market, delivery_start, "
                                 f"{ENTITY_TIMESTAMP} (the issue time)")
-    service_features(store, service)  # an unknown service is a clear error
-    return store.get_historical_features(entity_df=entity_rows, features=store.get_feature_service(service)).to_df()
+    names = _selected(store, service, features)
+    out = store.get_historical_features(entity_df=entity_rows, features=store.get_feature_service(service)).to_df()
+    out = out[[*entity_rows.columns, *names]]
+    out["missing_features"] = out[names].isna().sum(axis=1)
+    if len(out) and (out["missing_features"] == len(names)).all():
+        ds = pd.to_datetime(entity_rows["delivery_start"], utc=True)
+        raise FeatureStoreError(
+            f"no feature of service {service!r} is known for markets {sorted(set(entity_rows['market']))} "
+            f"with delivery from {ds.min().isoformat()} to {ds.max().isoformat()} at the issue times given; "
+            "compute and apply features for that window first (aurum features compute)")
+    return out
 
 
-def online_day(store: FeatureStore, service: str, market: str, delivery_day: dt.date, timezone: str) -> pd.DataFrame:
-    """Online feature vectors of every delivery hour of one local day (23, 24 or 25 rows)."""
+def online_day(
+    store: FeatureStore, service: str, market: str, delivery_day: dt.date, timezone: str,
+    *, gate_closure: dt.time = dt.time(12, 0), features: list[str] | None = None,
+    now: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """Online feature vectors of every delivery hour of one local day (23, 24 or 25 rows), with freshness.
+
+    Freshness columns: ``known_at`` (the latest time any feature of the row became known),
+    ``feature_age`` (the issue time, D-1 gate closure or now if earlier, minus the oldest feature
+    time), ``missing_features`` and ``stale`` (a feature missing, or older than the views' TTL).
+    """
+    names = _selected(store, service, features)
     hours = delivery_hours(pd.DatetimeIndex([pd.Timestamp(delivery_day)]), timezone)["delivery_start"]
-    names = [f.split(":", 1)[1] for f in service_features(store, service)]
     rows = [{"market": market, "delivery_start": h.to_pydatetime()} for h in hours]
-    out = store.get_online_features(features=store.get_feature_service(service), entity_rows=rows).to_df()
-    out["delivery_start"] = hours.to_numpy()
-    return out[["market", "delivery_start", *names]]
+    response = store.get_online_features(features=store.get_feature_service(service), entity_rows=rows)
+    out = response.to_df(include_event_timestamps=True)
+    stamps = out[[f"{n}__ts" for n in names]].where(out[[n for n in names]].notna().to_numpy())
+    known = pd.to_datetime(stamps.stack(), unit="s", utc=True).groupby(level=0)
+    issue = (pd.Timestamp(delivery_day) - pd.Timedelta(days=1) + pd.Timedelta(hours=gate_closure.hour,
+             minutes=gate_closure.minute)).tz_localize(timezone).tz_convert("UTC")
+    as_of = min(issue, now or pd.Timestamp.now(tz="UTC"))
+    ttl = min(v.ttl for v in store.list_feature_views() if v.ttl) or pd.Timedelta(days=36500)
+    result = out[["market", *names]].copy()
+    result.insert(1, "delivery_start", hours.to_numpy())
+    result["known_at"] = known.max().reindex(out.index)
+    result["feature_age"] = as_of - known.min().reindex(out.index)
+    result["missing_features"] = out[names].isna().sum(axis=1)
+    result["stale"] = (result["missing_features"] > 0) | ~(result["feature_age"] <= ttl)
+    return result
 
 
 # ---------------------------------------------------------------- the pruned offline store

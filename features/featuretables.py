@@ -23,7 +23,7 @@ import pyarrow as pa
 from features.lake import Lake, feature_table_layout, to_arrow, window_filter
 from features.marketdata import MarketData, utc_bound
 from features.markets import Market
-from features.transforms import ExogenousAdder, PriceLagsAdder
+from features.transforms import CalendarAdder, ExogenousAdder, PriceLagsAdder
 
 FEATURE_NAMESPACE = "features"
 KEY = ["market", "delivery_start"]
@@ -34,23 +34,26 @@ class FeatureGroup:
     """One derived table: its transform and where its inputs come from."""
 
     table: str
-    source: str  # lake table: prices or fundamentals
+    source: str  # lake table (prices, fundamentals), or calendar: the delivery hours of the other groups
     lookback: dt.timedelta  # history the transform needs before the first row it produces
 
     def adder(self):
-        return PriceLagsAdder() if self.source == "prices" else ExogenousAdder()
+        return {"prices": PriceLagsAdder, "fundamentals": ExogenousAdder, "calendar": CalendarAdder}[self.source]()
 
     @property
     def ident(self) -> str:
         return f"{FEATURE_NAMESPACE}.{self.table}"
 
     def layout(self):
-        return feature_table_layout({name: "double" for name in self.adder().feature_names})
+        adder = self.adder()
+        kinds = getattr(adder, "feature_kinds", None) or {name: "double" for name in adder.feature_names}
+        return feature_table_layout(kinds)
 
 
 GROUPS: tuple[FeatureGroup, ...] = (
     FeatureGroup("price_features", "prices", dt.timedelta(days=PriceLagsAdder.rolling_days + 2)),
     FeatureGroup("exogenous_features", "fundamentals", dt.timedelta(0)),
+    FeatureGroup("calendar_features", "calendar", dt.timedelta(0)),  # last: covers the hours of the others
 )
 
 
@@ -81,18 +84,22 @@ def compute_features(
     now = now or pd.Timestamp.now(tz="UTC")
     data = MarketData(lake)
     run = FeatureRun(market.code, {}, {}, {})
+    hours: list[pd.Series] = []
     lo, hi = utc_bound(start), utc_bound(end)
     for group in GROUPS:
         read_from = None if lo is None else lo - group.lookback - dt.timedelta(days=1)
         read_to = None if hi is None else hi + dt.timedelta(days=1)
-        read = data.prices if group.source == "prices" else data.fundamentals
-        inputs = read(market.code, read_from, read_to)
-        rows = group.adder().transform(inputs, market)
+        if group.source == "calendar":
+            rows = group.adder().rows(pd.concat(hours) if hours else pd.Series([], dtype="datetime64[us, UTC]"), market)
+        else:
+            read = data.prices if group.source == "prices" else data.fundamentals
+            rows = group.adder().transform(read(market.code, read_from, read_to), market)
         if lo is not None:
             rows = rows[rows["delivery_start"] >= lo]
         if hi is not None:
             rows = rows[rows["delivery_start"] < hi + pd.Timedelta(days=1)]  # the next day is known already
         rows = rows.assign(computed_at=now)
+        hours.append(rows["delivery_start"])
         schema, spec, order = group.layout()
         lake.ensure_table(group.ident, schema, spec, order)
         run.rows_computed[group.table] = len(rows)

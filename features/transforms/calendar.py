@@ -27,10 +27,33 @@ def _holidays(country: str, year: int) -> frozenset:
     return frozenset(holidays.country_holidays(country, years=year).keys())
 
 
+FEATURE_KINDS: dict[str, str] = {
+    "hour": "long", "weekday": "long", "month": "long", "is_weekend": "boolean", "is_holiday": "boolean",
+    "hour_sin": "double", "hour_cos": "double", "day_of_year_sin": "double", "day_of_year_cos": "double",
+}
+
+
 class CalendarAdder:
     """Hour, weekday, month, cyclic hour and day-of-year, weekend and public holiday."""
 
     feature_names = list(CALENDAR_FEATURES)
+    feature_kinds = FEATURE_KINDS
+
+    def rows(self, delivery_start: pd.Series, market: Market) -> pd.DataFrame:
+        """Feature rows keyed by market and delivery start, ``known_at`` the start of local day D-1.
+
+        The calendar is known long in advance; D-1 00:00 keeps the row inside the feature store's
+        freshness window at the issue time, like every other feature of day D.
+        """
+        ds = pd.Series(pd.to_datetime(delivery_start, utc=True).drop_duplicates().sort_values().to_numpy())
+        ds = pd.to_datetime(ds, utc=True).astype("datetime64[us, UTC]")
+        local_day = ds.dt.tz_convert(market.timezone).dt.tz_localize(None).dt.normalize()
+        known = (local_day - pd.Timedelta(days=1)).dt.tz_localize(market.timezone, ambiguous=True, nonexistent="shift_forward")
+        out = self.transform(ds, market)
+        out.insert(0, "delivery_start", ds)
+        out.insert(0, "market", market.code)
+        out["known_at"] = known.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+        return out
 
     def transform(self, delivery_start: pd.Series, market: Market) -> pd.DataFrame:
         local = pd.to_datetime(delivery_start, utc=True).dt.tz_convert(market.timezone)

@@ -81,3 +81,4 @@ def test_feature_store_commands_end_with_a_full_online_day(tmp_path):
     assert r.exit_code == 0, r.output
     assert "SYN_NORTH 2024-06-19 (24 delivery hours" in r.output
     assert "None" not in r.output and "NaN" not in r.output  # the default day has every feature
+    assert "0 of 24 hours stale, 0 missing values" in r.output

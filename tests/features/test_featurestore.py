@@ -22,15 +22,26 @@ SERVICE = "day_ahead_v1"
 TZ = "Europe/Berlin"
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    settings = AurumSettings(home=tmp_path_factory.mktemp("home"))
+def make_env(home, start: dt.date, end: dt.date):
+    settings = AurumSettings(home=home)
     lake = Lake.open(settings)
-    ingest_synthetic(lake, ["SYN_NORTH"], dt.date(2024, 3, 1), dt.date(2024, 11, 1), seed=4)
+    ingest_synthetic(lake, ["SYN_NORTH"], start, end, seed=4)
     market = MarketData(lake).registry().get("SYN_NORTH")
     compute_features(lake, market)
     store = featurestore.apply(settings)
     return settings, lake, market, store
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A store the tests only read."""
+    return make_env(tmp_path_factory.mktemp("home"), dt.date(2024, 3, 1), dt.date(2024, 11, 1))
+
+
+@pytest.fixture
+def own_env(tmp_path):
+    """A store of this test alone, which it may change."""
+    return make_env(tmp_path / "home", dt.date(2024, 8, 1), dt.date(2024, 9, 1))
 
 
 def day_rows(day: str, issued: str) -> pd.DataFrame:
@@ -54,6 +65,16 @@ def test_training_set_matches_the_feature_tables_as_of_the_issue_time(env):
             np.testing.assert_array_equal(merged[c].to_numpy(), merged[f"{c}_oracle"].to_numpy())
 
 
+def test_calendar_features_are_served_through_the_same_service(env):
+    settings, lake, market, store = env
+    ts = featurestore.training_set(store, SERVICE, day_rows("2024-10-03", "2024-10-02 09:30"))  # German Unity Day
+    assert ts["is_holiday"].all() and sorted(ts["hour"]) == list(range(24))
+    featurestore.materialize(store, dt.datetime(2024, 10, 20, tzinfo=dt.timezone.utc),
+                             dt.datetime(2024, 10, 28, tzinfo=dt.timezone.utc))
+    online = featurestore.online_day(store, SERVICE, "SYN_NORTH", dt.date(2024, 10, 27), TZ)
+    assert online["hour"].tolist() == [0, 1, 2, 2, *range(3, 24)]  # the repeated autumn hour
+
+
 def test_price_lag_equals_the_raw_price_of_the_same_hour_the_day_before(env):
     settings, lake, market, store = env
     ts = featurestore.training_set(store, SERVICE, day_rows("2024-07-03", "2024-07-02 09:00"))
@@ -63,13 +84,18 @@ def test_price_lag_equals_the_raw_price_of_the_same_hour_the_day_before(env):
 
 def test_values_not_yet_known_at_the_issue_time_are_missing_not_leaked(env):
     settings, lake, market, store = env
-    # Two days ahead, early: D-1 prices are not published and D forecasts not issued yet.
-    ts = featurestore.training_set(store, SERVICE, day_rows("2024-06-12", "2024-06-10 06:00"))
-    assert ts["price_lag_P1D"].isna().all() and ts["load_forecast_mw"].isna().all()
+    # D-1 08:00 local: prices of D-1 and the calendar are known, the day-ahead forecasts (10:00) are not.
+    ts = featurestore.training_set(store, SERVICE, day_rows("2024-06-12", "2024-06-11 06:00"))
+    assert ts["price_lag_P1D"].notna().all() and ts["hour"].notna().all()
+    assert ts["load_forecast_mw"].isna().all() and ts["residual_load_mw"].isna().all()
+    assert (ts["missing_features"] == 6).all()  # the six exogenous features
+    # Two days ahead nothing is known yet: an error, not a frame of NaNs.
+    with pytest.raises(featurestore.FeatureStoreError, match="no feature of service 'day_ahead_v1' is known"):
+        featurestore.training_set(store, SERVICE, day_rows("2024-06-12", "2024-06-09 06:00"))
 
 
-def test_changing_or_deleting_data_known_after_t_leaves_the_training_set_for_t_unchanged(env, tmp_path):
-    settings, lake, market, store = env
+def test_changing_or_deleting_data_known_after_t_leaves_the_training_set_for_t_unchanged(own_env, tmp_path):
+    settings, lake, market, store = own_env
     rows = day_rows("2024-08-20", "2024-08-19 09:30")
     before = featurestore.training_set(store, SERVICE, rows).sort_values("delivery_start").reset_index(drop=True)
 
@@ -96,6 +122,12 @@ def test_online_lookup_of_a_day_has_its_23_24_or_25_hours(env):
     for day, n in ((dt.date(2024, 6, 12), 24), (dt.date(2024, 10, 27), 25)):
         online = featurestore.online_day(store, SERVICE, "SYN_NORTH", day, TZ)
         assert len(online) == n and online["delivery_start"].is_unique
+        # fresh at the issue time (D-1 12:00 local): the oldest inputs, D-1 prices, were published on D-2
+        assert not online["stale"].any() and (online["missing_features"] == 0).all()
+        assert (online["feature_age"] < pd.Timedelta(days=2)).all() and (online["feature_age"] > pd.Timedelta(hours=20)).all()
+    # The day after the data ends: price and calendar features exist, forecasts do not: flagged, not silent.
+    last = featurestore.online_day(store, SERVICE, "SYN_NORTH", dt.date(2024, 11, 1), TZ)
+    assert last["stale"].all() and (last["missing_features"] == 6).all()
     online = featurestore.online_day(store, SERVICE, "SYN_NORTH", dt.date(2024, 6, 12), TZ)
     offline = featurestore.training_set(store, SERVICE, day_rows("2024-06-12", "2024-06-11 09:30"))
     # the same definitions online and offline: the online vector equals the training row at issue time
@@ -107,6 +139,8 @@ def test_unknown_feature_service_or_bad_entity_rows_are_clear_errors(env):
     settings, lake, market, store = env
     with pytest.raises(featurestore.FeatureStoreError, match="unknown feature service 'nope'.*day_ahead_v1"):
         featurestore.training_set(store, "nope", day_rows("2024-06-12", "2024-06-11 09:30"))
+    with pytest.raises(featurestore.FeatureStoreError, match=r"\['wind_speed'\] are not offered by service"):
+        featurestore.training_set(store, SERVICE, day_rows("2024-06-12", "2024-06-11 09:30"), features=["wind_speed"])
     with pytest.raises(featurestore.FeatureStoreError, match="lack columns.*event_timestamp"):
         featurestore.training_set(store, SERVICE, day_rows("2024-06-12", "2024-06-11").drop(columns="event_timestamp"))
 

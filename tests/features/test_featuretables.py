@@ -26,7 +26,13 @@ def test_compute_writes_each_group_with_the_next_day_and_rerun_writes_nothing(la
     last_day = p["delivery_start"].max().tz_convert(market.timezone).date()
     assert last_day == dt.date(2023, 3, 1)
     again = compute_features(lake, market)
-    assert again.versions_written == {"price_features": 0, "exogenous_features": 0}
+    assert again.versions_written == {"price_features": 0, "exogenous_features": 0, "calendar_features": 0}
+    cal = lake.scan("features.calendar_features").to_pandas()
+    # one calendar row for every hour that has price or forecast features, known by D-1 00:00 local
+    assert set(cal["delivery_start"]) == set(p["delivery_start"]) | set(
+        lake.scan("features.exogenous_features").to_pandas()["delivery_start"])
+    local_day = cal["delivery_start"].dt.tz_convert(market.timezone).dt.tz_localize(None).dt.normalize()
+    assert (cal["known_at"] == (local_day - pd.Timedelta(days=1)).dt.tz_localize(market.timezone).dt.tz_convert("UTC")).all()
     assert len(lake.scan("features.price_features")) == len(p)
 
 
