@@ -14,7 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup run test bench-lake clean
+.PHONY: setup run test bench-lake bench-features clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -39,6 +39,9 @@ test: setup  ## run the test suite
 
 bench-lake: setup  ## ingest rate and 30-day window read as the lake grows from 1 to 20 years
 	$(VENV)/bin/python benchmarks/bench_lake.py --write-docs
+
+bench-features: setup  ## feature store: training sets vs a DuckDB ASOF join, online lookups, materialization
+	$(VENV)/bin/python benchmarks/bench_features.py --write-docs
 
 clean:  ## remove the environments and the local lake
 	rm -rf $(VENV) $(TOOLS) .aurum

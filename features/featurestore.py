@@ -141,6 +141,15 @@ def plan(settings: AurumSettings) -> None:
         feast_plan(store.config, repo, skip_source_validation=False)
 
 
+def drop_project(store: FeatureStore) -> None:
+    """Remove this project's online tables or keys and its registry entry, and nothing else.
+
+    ``FeatureStore.teardown()`` tears down every project of a shared SQL registry.
+    """
+    store._get_provider().teardown_infra(store.project, store.list_feature_views(), store.list_entities())
+    store.registry.delete_project(store.project, commit=True)
+
+
 def materialize(store: FeatureStore, start: dt.datetime | None = None, end: dt.datetime | None = None) -> None:
     """Load the latest feature rows into the online store: ``[start, end]`` or incrementally up to ``end``."""
     end = end or dt.datetime.now(dt.timezone.utc)

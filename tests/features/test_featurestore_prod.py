@@ -36,4 +36,4 @@ def test_apply_materialize_and_lookup_on_postgresql_and_redis(pg_settings, redis
         offline = featurestore.training_set(store, "day_ahead_v1", rows).sort_values("delivery_start")
         assert (offline["load_forecast_mw"].to_numpy() == online["load_forecast_mw"].astype(float).to_numpy()).all()
     finally:
-        store.teardown()  # drops this project's online keys
+        featurestore.drop_project(store)  # this project's Redis keys and registry entry only
