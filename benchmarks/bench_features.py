@@ -22,7 +22,7 @@ Measured:
   Once, at the middle size, the same retrieval with Feast's stock ``duckdb`` offline store.
 - materialization: ``featurestore.materialize`` of a one-day ``known_at`` window (10 markets, both
   views) at every size, 3 different days, median; and of the whole year at the 1-year size.
-- online lookup: after that, ``featurestore.online_day`` (24 rows) ``--lookups`` times in-process
+- online lookup: after that, ``featurestore.OnlineFeatures.day`` (24 rows, one long-lived reader) ``--lookups`` times in-process
   on the SQLite online store (local profile) and, if PostgreSQL and Redis answer on 127.0.0.1, on
   the Redis online store (prod profile, 1 year x 10 markets, its own Feast project and catalog).
 
@@ -329,22 +329,26 @@ def materialize_days(store, days: list[pd.Timestamp]) -> list[float]:
 
 
 def online_latency(store, n_markets: int, calls: int, seed: int) -> dict:
-    """Milliseconds of ``calls`` online_day lookups of random markets and days of the newest year."""
+    """Milliseconds of ``calls`` lookups of random markets and days of the newest year.
+
+    Through one long-lived ``OnlineFeatures`` reader, as a serving process holds it.
+    """
     from features import featurestore
 
     rng = np.random.default_rng(seed)
     first = dt.date(NEWEST, 1, 3)
-    check = featurestore.online_day(store, SERVICE, market_code(0), dt.date(NEWEST, 6, 15), "UTC")
+    reader = featurestore.OnlineFeatures(store, SERVICE)
+    check = reader.day(market_code(0), dt.date(NEWEST, 6, 15), "UTC")
     bad = int(len(check) != 24 or check["load_forecast_mw"].isna().any() or check["price_lag_P1D"].isna().any())
     # warm-up
     for _ in range(20):
-        featurestore.online_day(store, SERVICE, market_code(0), first, "UTC")
+        reader.day(market_code(0), first, "UTC")
     ms = []
     for k in range(calls):
         market = market_code(int(rng.integers(n_markets)))
         day = first + dt.timedelta(days=int(rng.integers(360)))
         t0 = time.perf_counter()
-        got = featurestore.online_day(store, SERVICE, market, day, "UTC")
+        got = reader.day(market, day, "UTC")
         ms.append((time.perf_counter() - t0) * 1000)
         if k % 97 == 0 and (len(got) != 24 or got["load_forecast_mw"].isna().any()):
             bad += 1
@@ -541,7 +545,7 @@ def notes(res: Result) -> list[str]:
         "same process after Feast: pyiceberg scans with market, delivery window and known_at window pushed down, "
         "then DuckDB `ASOF LEFT JOIN` on market, delivery_start and `event_timestamp >= known_at` with the 2-day "
         "TTL as a `CASE`. One-day materialization: `known_at` windows of 10-12 June, 3 runs on the store of each "
-        "size. Online lookups: `online_day` (24 UTC hours) of random markets and days after materializing the "
+        "size. Online lookups: `OnlineFeatures.day` (24 UTC hours, one long-lived reader) of random markets and days after materializing the "
         "1-year store, in-process, after 20 warm-up calls.",
     ]
 

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from feast import FeatureStore
 from feast.data_source import DataSource
@@ -40,7 +41,6 @@ from pydantic import StrictStr
 from features.errors import AurumError
 from features.lake import all_of, between, one_of
 from features.settings import AurumSettings
-from features.transforms.localtime import delivery_hours
 
 ENTITY_TIMESTAMP = "event_timestamp"
 
@@ -205,35 +205,64 @@ def training_set(
     return out
 
 
+class OnlineFeatures:
+    """Online lookups of one feature service, with the registry read once (not on every request).
+
+    Feast deserialises registry objects (with runtime type checks) on each lookup of a service or
+    view, which costs several times the online read itself; a long-lived reader (a service
+    process) builds this once and calls :meth:`day` per request.
+    """
+
+    def __init__(self, store: FeatureStore, service: str, features: list[str] | None = None):
+        self.store = store
+        self.service = service
+        self.names = _selected(store, service, features)
+        refs = dict((r.split(":", 1)[1], r) for r in service_features(store, service))
+        self.refs = [refs[n] for n in self.names]
+        views = {r.split(":", 1)[0] for r in self.refs}
+        ttls = [v.ttl for v in store.list_feature_views() if v.name in views and v.ttl]
+        self.ttl = min(ttls) if ttls else None
+
+    def day(self, market: str, delivery_day: dt.date, timezone: str, *, gate_closure: dt.time = dt.time(12, 0),
+            now: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Feature vectors of every delivery hour of one local day (23, 24 or 25 rows), with freshness.
+
+        Freshness columns: ``known_at`` (the latest time any feature of the row became known),
+        ``feature_age`` (the issue time, D-1 gate closure or now if earlier, minus the oldest
+        feature time), ``missing_features`` and ``stale`` (a feature missing, or older than the TTL).
+        """
+        day = pd.Timestamp(delivery_day)
+        hours = pd.date_range(day.tz_localize(timezone), (day + pd.Timedelta(days=1)).tz_localize(timezone),
+                              freq="h", inclusive="left").tz_convert("UTC")
+        response = self.store.get_online_features(
+            features=self.refs, entity_rows={"market": [market] * len(hours),
+                                             "delivery_start": list(hours.to_pydatetime())})
+        raw = response.to_dict(include_event_timestamps=True)
+        # Built from numpy in one go: per-column pandas assignment costs more than the online read.
+        values = {n: raw[n] for n in self.names}
+        missing = np.array([[v is None for v in values[n]] for n in self.names]).T
+        stamps = np.where(missing, np.nan, np.array([raw[f"{n}__ts"] for n in self.names], dtype=float).T)
+        issue = (day - pd.Timedelta(days=1) + pd.Timedelta(hours=gate_closure.hour, minutes=gate_closure.minute)
+                 ).tz_localize(timezone).tz_convert("UTC")
+        as_of = min(issue, now or pd.Timestamp.now(tz="UTC"))
+        with np.errstate(all="ignore"):
+            newest, oldest = np.nanmax(stamps, axis=1), np.nanmin(stamps, axis=1)
+        age = as_of - pd.to_datetime(oldest, unit="s", utc=True)
+        n_missing = missing.sum(axis=1)
+        stale = (n_missing > 0) | ~(age <= self.ttl if self.ttl is not None else np.ones(len(hours), bool))
+        return pd.DataFrame({"market": market, "delivery_start": hours, **values,
+                             "known_at": pd.to_datetime(newest, unit="s", utc=True), "feature_age": age,
+                             "missing_features": n_missing, "stale": np.asarray(stale)})
+
+
 def online_day(
     store: FeatureStore, service: str, market: str, delivery_day: dt.date, timezone: str,
     *, gate_closure: dt.time = dt.time(12, 0), features: list[str] | None = None,
     now: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
-    """Online feature vectors of every delivery hour of one local day (23, 24 or 25 rows), with freshness.
-
-    Freshness columns: ``known_at`` (the latest time any feature of the row became known),
-    ``feature_age`` (the issue time, D-1 gate closure or now if earlier, minus the oldest feature
-    time), ``missing_features`` and ``stale`` (a feature missing, or older than the views' TTL).
-    """
-    names = _selected(store, service, features)
-    hours = delivery_hours(pd.DatetimeIndex([pd.Timestamp(delivery_day)]), timezone)["delivery_start"]
-    rows = [{"market": market, "delivery_start": h.to_pydatetime()} for h in hours]
-    response = store.get_online_features(features=store.get_feature_service(service), entity_rows=rows)
-    out = response.to_df(include_event_timestamps=True)
-    stamps = out[[f"{n}__ts" for n in names]].where(out[[n for n in names]].notna().to_numpy())
-    known = pd.to_datetime(stamps.stack(), unit="s", utc=True).groupby(level=0)
-    issue = (pd.Timestamp(delivery_day) - pd.Timedelta(days=1) + pd.Timedelta(hours=gate_closure.hour,
-             minutes=gate_closure.minute)).tz_localize(timezone).tz_convert("UTC")
-    as_of = min(issue, now or pd.Timestamp.now(tz="UTC"))
-    ttl = min(v.ttl for v in store.list_feature_views() if v.ttl) or pd.Timedelta(days=36500)
-    result = out[["market", *names]].copy()
-    result.insert(1, "delivery_start", hours.to_numpy())
-    result["known_at"] = known.max().reindex(out.index)
-    result["feature_age"] = as_of - known.min().reindex(out.index)
-    result["missing_features"] = out[names].isna().sum(axis=1)
-    result["stale"] = (result["missing_features"] > 0) | ~(result["feature_age"] <= ttl)
-    return result
+    """One lookup through a fresh :class:`OnlineFeatures` (fine for one-off calls)."""
+    return OnlineFeatures(store, service, features).day(market, delivery_day, timezone,
+                                                        gate_closure=gate_closure, now=now)
 
 
 # ---------------------------------------------------------------- the pruned offline store
