@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import os
-import platform
 import resource
 import shutil
 import statistics
@@ -43,7 +41,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -59,54 +56,14 @@ from features.marketdata import MarketData  # noqa: E402
 from features.markets import Market  # noqa: E402
 from features.settings import AurumSettings  # noqa: E402
 
+from benchreport import DOCS, header_lines, write_docs  # noqa: E402
+
 SECTION = "## Lake: ingest and 30-day window read"
-DOCS = REPO / "docs" / "benchmarks.md"
+PACKAGES = ("pyiceberg", "pyarrow", "pandas", "sqlalchemy", "numpy")
 CHECKPOINTS = (1, 2, 5, 10, 20)
 READ_RATIO_GOAL = 2.0
 INGEST_GOAL_ROWS_PER_MIN = 1_000_000
 HOUR_US = 3_600_000_000
-
-
-# --------------------------------------------------------------------------- machine and versions
-
-
-def machine() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = "?"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cores": str(cores), "ram": ram, "os": f"{platform.system()} {platform.release()}"}
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("pyiceberg", "pyarrow", "pandas", "sqlalchemy", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "-"
-    return out
-
-
-def header_lines() -> list[str]:
-    m, v = machine(), versions()
-    return [
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM, {m['os']}",
-        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-    ]
 
 
 # --------------------------------------------------------------------------- synthetic hourly data
@@ -340,23 +297,6 @@ def notes(res: Result) -> list[str]:
     ]
 
 
-def write_docs(block: list[str]) -> None:
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    section = [SECTION, "", *block]
-    if SECTION in lines:
-        start = lines.index(SECTION)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = lines[end:]
-        lines = lines[:start] + section + ([""] + tail if tail else [])
-    else:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        lines += ["", *section]
-    DOCS.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description="Benchmark the Iceberg market-data lake: ingest rows/s and the read time of a 30-day "
@@ -380,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/bench_lake.py " + " ".join(
         a for a in (argv if argv is not None else sys.argv[1:]) if a != "--write-docs")
     command = command.strip()
-    head = header_lines()
+    head = header_lines(PACKAGES)
     print("\n".join(head))
     print(f"Command: {command}  ({args.years} years x {args.markets} markets)")
     print(flush=True)
@@ -391,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
         when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         block = [f"Run {when}: `{command}` ({args.years} years x {args.markets} markets).", "",
                  *(f"{h}  " for h in head[:-1]), head[-1], "", *table, "", *notes(res)]
-        write_docs(block)
+        write_docs(SECTION, block)
         print(f"\nwritten to {DOCS}")
 
 
