@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import importlib.util
 import os
+import sqlite3
 import sys
+import threading
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from feast import FeatureStore
 from feast.data_source import DataSource
 from feast.errors import FeatureServiceNotFoundException
@@ -31,6 +36,8 @@ from feast.feature_view import FeatureView
 from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import IcebergSource
 from feast.infra.offline_stores import duckdb as feast_duckdb
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
+from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
+from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.infra.offline_stores.ibis import (
     get_historical_features_ibis,
     pull_all_from_table_or_query_ibis,
@@ -209,19 +216,27 @@ class OnlineFeatures:
     """Online lookups of one feature service, with the registry read once (not on every request).
 
     Feast deserialises registry objects (with runtime type checks) on each lookup of a service or
-    view, which costs several times the online read itself; a long-lived reader (a service
-    process) builds this once and calls :meth:`day` per request.
+    view, and builds its response feature by feature, which costs several times the online read
+    itself. A long-lived reader (a service process) resolves the service once and, on the SQLite
+    and Redis online stores, reads the rows straight from the store in Feast's own layout (Feast's
+    entity-key serialisation, table and hash-field names, ``ValueProto`` values): one query or one
+    pipelined round trip per lookup. Other online stores go through ``get_online_features``.
+    ``tests/features/test_featurestore*.py`` check both paths give Feast's own answer.
     """
 
-    def __init__(self, store: FeatureStore, service: str, features: list[str] | None = None):
+    def __init__(self, store: FeatureStore, service: str, features: list[str] | None = None, *, direct: bool = True):
         self.store = store
         self.service = service
         self.names = _selected(store, service, features)
         refs = dict((r.split(":", 1)[1], r) for r in service_features(store, service))
         self.refs = [refs[n] for n in self.names]
-        views = {r.split(":", 1)[0] for r in self.refs}
-        ttls = [v.ttl for v in store.list_feature_views() if v.name in views and v.ttl]
+        wanted = {r.split(":", 1)[0] for r in self.refs}
+        views = [v for v in store.list_feature_views() if v.name in wanted]
+        ttls = [v.ttl for v in views if v.ttl]
         self.ttl = min(ttls) if ttls else None
+        kinds = {(v.name, f.name): str(f.dtype) for v in views for f in v.features}
+        self.kinds = [kinds[tuple(r.split(":", 1))] for r in self.refs]
+        self.rows = (direct and _direct_rows(store, views, self.refs)) or _FeastRows(store, self.refs)
 
     def day(self, market: str, delivery_day: dt.date, timezone: str, *, gate_closure: dt.time = dt.time(12, 0),
             now: pd.Timestamp | None = None) -> pd.DataFrame:
@@ -231,28 +246,211 @@ class OnlineFeatures:
         ``feature_age`` (the issue time, D-1 gate closure or now if earlier, minus the oldest
         feature time), ``missing_features`` and ``stale`` (a feature missing, or older than the TTL).
         """
-        day = pd.Timestamp(delivery_day)
-        hours = pd.date_range(day.tz_localize(timezone), (day + pd.Timedelta(days=1)).tz_localize(timezone),
-                              freq="h", inclusive="left").tz_convert("UTC")
+        hours, issue = _day_hours(delivery_day, timezone, gate_closure)
+        values, stamps = self.rows.read(market, hours)
+        missing = np.isnan(values)
+        stamps = np.where(missing, np.nan, stamps)  # a null value has no event time of its own
+        as_of = min(issue, now or pd.Timestamp.now(tz="UTC"))
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no feature known at all
+            newest, oldest = np.nanmax(stamps, axis=1), np.nanmin(stamps, axis=1)
+        age = as_of - _utc(oldest)
+        n_missing = missing.sum(axis=1)
+        stale = (n_missing > 0) | ~(age <= self.ttl if self.ttl is not None else np.ones(len(hours), bool))
+        columns = {name: _typed(values[:, j], missing[:, j], kind)
+                   for j, (name, kind) in enumerate(zip(self.names, self.kinds))}
+        return pd.DataFrame({"market": market, "delivery_start": hours, **columns, "known_at": _utc(newest),
+                             "feature_age": age, "missing_features": n_missing, "stale": np.asarray(stale)})
+
+
+def _utc(epoch_seconds: np.ndarray) -> pd.DatetimeIndex:
+    """Epoch seconds (NaN for unknown) as UTC timestamps (NaT), without pandas' slow unit parsing."""
+    nanos = np.where(np.isnan(epoch_seconds), np.iinfo(np.int64).min, np.round(np.nan_to_num(epoch_seconds) * 1e9))
+    return pd.DatetimeIndex(nanos.astype(np.int64).view("M8[ns]")).tz_localize("UTC")
+
+
+def _typed(column: np.ndarray, missing: np.ndarray, kind: str) -> np.ndarray:
+    """A feature column in the dtype pandas gives Feast's own online response: NaN/None where missing."""
+    if kind == "Float64" or (kind == "Int64" and missing.any()):
+        return column
+    if kind == "Int64":
+        return column.astype(np.int64)
+    if kind == "Bool":
+        return column.astype(bool) if not missing.any() else np.where(missing, None, column.astype(bool))
+    raise FeatureStoreError(f"online feature of type {kind!r}; expected Float64, Int64 or Bool")
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_hours(delivery_day: dt.date, timezone: str, gate_closure: dt.time) -> tuple[pd.DatetimeIndex, pd.Timestamp]:
+    """The UTC delivery hours of a local day and its issue time (gate closure on D-1); cached, immutable."""
+    day = pd.Timestamp(delivery_day)
+    hours = pd.date_range(day.tz_localize(timezone), (day + pd.Timedelta(days=1)).tz_localize(timezone),
+                          freq="h", inclusive="left").tz_convert("UTC")
+    issue = (day - pd.Timedelta(days=1) + pd.Timedelta(hours=gate_closure.hour, minutes=gate_closure.minute)
+             ).tz_localize(timezone).tz_convert("UTC")
+    return hours, issue
+
+
+class _FeastRows:
+    """Any online store, through ``FeatureStore.get_online_features``."""
+
+    def __init__(self, store: FeatureStore, refs: list[str]):
+        self.store, self.refs = store, refs
+        self.names = [r.split(":", 1)[1] for r in refs]
+
+    def read(self, market: str, hours: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+        """Values (hours x features, NaN when absent) and their event times (epoch seconds, NaN)."""
         response = self.store.get_online_features(
             features=self.refs, entity_rows={"market": [market] * len(hours),
                                              "delivery_start": list(hours.to_pydatetime())})
         raw = response.to_dict(include_event_timestamps=True)
-        # Built from numpy in one go: per-column pandas assignment costs more than the online read.
-        values = {n: raw[n] for n in self.names}
-        missing = np.array([[v is None for v in values[n]] for n in self.names]).T
-        stamps = np.where(missing, np.nan, np.array([raw[f"{n}__ts"] for n in self.names], dtype=float).T)
-        issue = (day - pd.Timedelta(days=1) + pd.Timedelta(hours=gate_closure.hour, minutes=gate_closure.minute)
-                 ).tz_localize(timezone).tz_convert("UTC")
-        as_of = min(issue, now or pd.Timestamp.now(tz="UTC"))
-        with np.errstate(all="ignore"):
-            newest, oldest = np.nanmax(stamps, axis=1), np.nanmin(stamps, axis=1)
-        age = as_of - pd.to_datetime(oldest, unit="s", utc=True)
-        n_missing = missing.sum(axis=1)
-        stale = (n_missing > 0) | ~(age <= self.ttl if self.ttl is not None else np.ones(len(hours), bool))
-        return pd.DataFrame({"market": market, "delivery_start": hours, **values,
-                             "known_at": pd.to_datetime(newest, unit="s", utc=True), "feature_age": age,
-                             "missing_features": n_missing, "stale": np.asarray(stale)})
+        values = np.array([[np.nan if v is None else float(v) for v in raw[n]] for n in self.names]).T
+        stamps = np.array([raw[f"{n}__ts"] for n in self.names], dtype=float).T
+        return values, np.where(np.isnan(values), np.nan, stamps)
+
+
+def _direct_rows(store: FeatureStore, views: list[FeatureView], refs: list[str]):
+    """A direct reader for the SQLite or Redis online store, or None for any other store."""
+    from feast.infra.online_stores.redis import RedisOnlineStore
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+    online = store._get_provider().online_store
+    if type(online) is SqliteOnlineStore:
+        return _SqliteRows(store, online, views, refs)
+    if type(online) is RedisOnlineStore:
+        return _RedisRows(store, online, views, refs)
+    return None
+
+
+class _KeyedRows:
+    """What the direct readers share: entity keys as Feast serialises them, values as ``ValueProto``."""
+
+    def __init__(self, store: FeatureStore, views: list[FeatureView], refs: list[str]):
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        self.config = store.config
+        self.views = sorted(views, key=lambda v: v.name)
+        self.columns = {tuple(r.split(":", 1)): j for j, r in enumerate(refs)}  # (view, feature) -> column
+        self._serialize, self._key, self._value = serialize_entity_key, EntityKey, Value
+        join_keys = [c.name for c in self.views[0].entity_columns]
+        if sorted(join_keys) != ["delivery_start", "market"] or any(
+                sorted(c.name for c in v.entity_columns) != sorted(join_keys) for v in self.views):
+            raise FeatureStoreError(f"online reader expects views keyed by market and delivery_start; got "
+                                    f"{ {v.name: [c.name for c in v.entity_columns] for v in self.views} }")
+
+    def keys(self, market: str, hours: pd.DatetimeIndex) -> list[bytes]:
+        version = self.config.entity_key_serialization_version
+        value = self._value
+        market_value = value(string_val=market)
+        return [self._serialize(self._key(join_keys=["market", "delivery_start"],
+                                          entity_values=[market_value, value(unix_timestamp_val=int(s))]),
+                                entity_key_serialization_version=version)
+                for s in hours.asi8 // 1_000_000_000]
+
+    def empty(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.full((n, len(self.columns)), np.nan), np.full((n, len(self.columns)), np.nan)
+
+    def parser(self) -> Callable[[bytes], float]:
+        """A function from a serialised ``ValueProto`` to its number (NaN for a null); one per lookup."""
+        v = self._value()  # reused: ParseFromString clears it first
+
+        def parse(blob: bytes) -> float:
+            v.ParseFromString(blob)
+            kind = v.WhichOneof("val")
+            return np.nan if kind is None or kind == "null_val" else float(getattr(v, kind))
+        return parse
+
+
+class _SqliteRows(_KeyedRows):
+    """Reads Feast's SQLite online tables (one row per entity key and feature) in one query per lookup."""
+
+    def __init__(self, store: FeatureStore, online, views: list[FeatureView], refs: list[str]):
+        from feast.infra.online_stores.sqlite import _table_id
+
+        super().__init__(store, views, refs)
+        self.path = online._get_db_path(self.config)
+        versioned = self.config.registry.enable_online_feature_view_versioning
+        self.tables = [_table_id(self.config.project, v, versioned) for v in self.views]
+        self._local = threading.local()  # one connection per thread; no type converters: raw epoch ints
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite3.connect(self.path, check_same_thread=True)
+        return conn
+
+    def read(self, market: str, hours: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+        keys = self.keys(market, hours)
+        values, stamps = self.empty(len(keys))
+        index = {k: i for i, k in enumerate(keys)}
+        marks = ",".join("?" * len(keys))
+        sql = " UNION ALL ".join(
+            f"SELECT {n} AS view, entity_key, feature_name, value, event_ts FROM \"{t}\" WHERE entity_key IN ({marks})"
+            for n, t in enumerate(self.tables))
+        names = [v.name for v in self.views]
+        try:
+            rows = self._connection().execute(sql, keys * len(self.tables)).fetchall()
+        except sqlite3.OperationalError as exc:  # a table not created yet: nothing materialized
+            if "no such table" not in str(exc):
+                raise
+            return values, stamps
+        columns, parse = self.columns, self.parser()
+        for view, key, feature, blob, ts in rows:
+            j = columns.get((names[view], feature))
+            if j is not None:
+                i = index[key]
+                values[i, j] = parse(blob)
+                stamps[i, j] = ts
+        return values, stamps
+
+
+class _RedisRows(_KeyedRows):
+    """Reads Feast's Redis hashes (one per entity key, fields hashed per view and feature) in one pipeline."""
+
+    def __init__(self, store: FeatureStore, online, views: list[FeatureView], refs: list[str]):
+        from feast.infra.online_stores.helpers import _mmh3
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        super().__init__(store, views, refs)
+        self.client = online._get_client(self.config.online_store)
+        self.project = self.config.project.encode()
+        fields, targets = [], []
+        for v in self.views:
+            for (view, feature), j in self.columns.items():
+                if view == v.name:
+                    fields.append(_mmh3(f"{view}:{feature}"))
+                    targets.append(j)
+        self.n_values = len(fields)
+        self.ts_fields = [f"_ts:{v.name}" for v in self.views]
+        self.fields = fields + self.ts_fields
+        self.targets = targets
+        view_of = {v.name: n for n, v in enumerate(self.views)}
+        self.target_view = [view_of[view] for (view, _), j in sorted(self.columns.items(), key=lambda kv: kv[1])]
+        self._timestamp = Timestamp
+
+    def read(self, market: str, hours: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+        keys = [k + self.project for k in self.keys(market, hours)]
+        values, stamps = self.empty(len(keys))
+        with self.client.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.hmget(k, self.fields)
+            replies = pipe.execute()
+        ts, parse = self._timestamp(), self.parser()
+        for i, reply in enumerate(replies):
+            view_ts = []
+            for blob in reply[self.n_values:]:
+                if blob:
+                    ts.ParseFromString(blob)
+                    view_ts.append(ts.seconds + ts.nanos / 1e9)
+                else:
+                    view_ts.append(np.nan)
+            for blob, j in zip(reply[:self.n_values], self.targets):
+                if blob:
+                    values[i, j] = parse(blob)
+                    stamps[i, j] = view_ts[self.target_view[j]]
+        return values, stamps
 
 
 def online_day(
@@ -322,6 +520,8 @@ def _time_plan(source: DataSource, timestamp_field: str, start, end) -> dict[int
 class PrunedDuckDBOfflineStore(DuckDBOfflineStore):
     """DuckDB offline store whose Iceberg reads follow the request, not the table size."""
 
+    asof_join = True  # point-in-time joins in DuckDB (False: Feast's own ibis join, kept for comparison)
+
     @staticmethod
     def get_historical_features(config, feature_views, feature_refs, entity_df, registry, project,
                                 full_feature_names=False, filter_by_created_timestamp=False):
@@ -339,6 +539,9 @@ class PrunedDuckDBOfflineStore(DuckDBOfflineStore):
                 plan[key] = _view_plan(view, feature_refs, entity_df)
         for key in shared:  # one source behind two views: read it whole rather than for one view only
             del plan[key]
+        if PrunedDuckDBOfflineStore.asof_join and not filter_by_created_timestamp and all(id(v.batch_source) in plan for v in feature_views) and not \
+                OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry):
+            return _AsofRetrievalJob(feature_views, feature_refs, entity_df, plan, full_feature_names)
         oc = config.offline_store
         return get_historical_features_ibis(
             config=config, feature_views=feature_views, feature_refs=feature_refs, entity_df=entity_df,
@@ -362,6 +565,92 @@ class PrunedDuckDBOfflineStore(DuckDBOfflineStore):
         return pull_all_from_table_or_query_ibis(**_pull_arguments(
             config, data_source, join_key_columns, feature_name_columns, timestamp_field,
             created_timestamp_column, start_date, end_date))
+
+
+class _AsofRetrievalJob(RetrievalJob):
+    """Feast's point-in-time join, run as one DuckDB ``ASOF LEFT JOIN`` per view over the pruned scans.
+
+    Same answer as Feast's join (``tests/features/test_featurestore.py`` compares them): for each
+    entity row and view, the row with the latest event time at or before the entity timestamp, ties
+    broken by the latest created time, and nothing when that row is older than the view's TTL. Rows
+    come back in the order of the entity frame.
+    """
+
+    def __init__(self, feature_views, feature_refs, entity_df: pd.DataFrame, plan: dict[int, tuple],
+                 full_feature_names: bool):
+        super().__init__()
+        self.views, self.refs, self.plan = feature_views, feature_refs, plan
+        self.entity_df = entity_df
+        self._full_feature_names = full_feature_names
+        issued = pd.to_datetime(entity_df[ENTITY_TIMESTAMP], utc=True)
+        self._metadata = RetrievalMetadata(
+            features=feature_refs, keys=list(set(entity_df.columns) - {ENTITY_TIMESTAMP}),
+            min_event_timestamp=issued.min().to_pydatetime(), max_event_timestamp=issued.max().to_pydatetime())
+
+    def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
+        import duckdb
+
+        entities = self.entity_df.copy()
+        entities[ENTITY_TIMESTAMP] = pd.to_datetime(entities[ENTITY_TIMESTAMP], utc=True)
+        entities["__row"] = np.arange(len(entities))
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.register("e", entities)
+            select = ["e.__row"]
+            joins = []
+            for k, view in enumerate(self.views):
+                source = view.batch_source
+                row_filter, columns = self.plan[id(source)]
+                table = source.get_catalog_client().load_table(f"{source.namespace}.{source.iceberg_table}")
+                con.register(f"raw{k}", table.scan(row_filter=row_filter,
+                                                   selected_fields=tuple(dict.fromkeys(columns))).to_arrow())
+                to_source = {v: c for c, v in (source.field_mapping or {}).items()}
+                col = lambda c: to_source.get(c, c)  # noqa: E731
+                keys = view.projection.join_key_map or {e.name: e.name for e in view.entity_columns}
+                ts, created = source.timestamp_field, source.created_timestamp_column
+                order = f'"{ts}" DESC' + (f', "{created}" DESC' if created else "")
+                partition = ", ".join(f'"{col(key)}"' for key in keys)
+                con.execute(f'CREATE TEMP VIEW f{k} AS SELECT * FROM raw{k} QUALIFY row_number() OVER '
+                            f'(PARTITION BY {partition}, "{ts}" ORDER BY {order}) = 1')
+                on = " AND ".join(f'e."{ek}" = f{k}."{col(vk)}"' for vk, ek in keys.items())
+                joins.append(f'ASOF LEFT JOIN f{k} ON {on} AND e."{ENTITY_TIMESTAMP}" >= f{k}."{ts}"')
+                fresh = (f'f{k}."{ts}" >= e."{ENTITY_TIMESTAMP}" - INTERVAL {int(view.ttl.total_seconds())} SECOND'
+                         if view.ttl else "TRUE")
+                prefix = view.projection.name_to_use() + ":"
+                name = view.projection.name_alias or view.name
+                for ref in self.refs:
+                    if ref.startswith(prefix):
+                        feature = ref.split(":", 1)[1]
+                        out = f"{name}__{feature}" if self._full_feature_names else feature
+                        select.append(f'CASE WHEN {fresh} THEN f{k}."{col(feature)}" END AS "{out}"')
+            sql = f"SELECT {', '.join(select)} FROM e {' '.join(joins)} ORDER BY e.__row"
+            features = con.sql(sql).to_arrow_table().drop_columns(["__row"]).to_pandas()
+        finally:
+            con.close()
+        # The entity columns as given (the timestamp in UTC, as Feast returns it), then the features.
+        return pd.concat([entities.drop(columns="__row").reset_index(drop=True), features], axis=1)
+
+    def _to_arrow_internal(self, timeout: int | None = None):
+        return pa.Table.from_pandas(self._to_df_internal(timeout), preserve_index=False)
+
+    @property
+    def full_feature_names(self) -> bool:
+        return self._full_feature_names
+
+    @property
+    def on_demand_feature_views(self) -> list:
+        return []
+
+    @property
+    def metadata(self) -> RetrievalMetadata:
+        return self._metadata
+
+    def persist(self, storage, allow_overwrite: bool = False, timeout: int | None = None):
+        import ibis
+
+        feast_duckdb._write_data_source(ibis.memtable(self.to_arrow()), storage.to_data_source(), None,
+                                        "overwrite", allow_overwrite)
 
 
 def _pull_arguments(config, data_source, join_key_columns, feature_name_columns, timestamp_field,

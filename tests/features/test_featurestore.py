@@ -8,6 +8,8 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401
 import pytest
 
 from features import featurestore
@@ -114,6 +116,47 @@ def test_changing_or_deleting_data_known_after_t_leaves_the_training_set_for_t_u
     assert now.set_index("delivery_start").loc[target, "load_forecast_mw"] == 123456
 
 
+def test_the_asof_join_answers_exactly_as_feasts_own_join(own_env, tmp_path, monkeypatch):
+    settings, lake, market, store = own_env
+    # Several versions per period: a late revision (later known_at) ...
+    csv = tmp_path / "revision.csv"
+    csv.write_text("time,load\n2024-08-20 12:00,123456\n2024-08-21 00:00,654321\n")
+    ingest_file(lake, "csv", "SYN_NORTH", csv, mapping=SourceMapping(timestamp="time", columns={"load": "load_forecast_mw"}))
+    compute_features(lake, market, "2024-08-01", "2024-09-01")
+    # ... and a tie: a version with the same known_at and a later computed_at, which must win.
+    tie = lake.scan("features.exogenous_features", between("delivery_start", pd.Timestamp("2024-08-15 00:00", tz="UTC"),
+                                                            pd.Timestamp("2024-08-15 05:00", tz="UTC")))
+    columns = {n: tie[n] for n in tie.column_names}
+    columns["load_forecast_mw"] = pa.array(np.arange(tie.num_rows, dtype=float) + 777)
+    columns["computed_at"] = pa.compute.add(tie["computed_at"], pa.scalar(dt.timedelta(seconds=1)))
+    lake.table("features.exogenous_features").append(pa.Table.from_arrays(list(columns.values()), schema=tie.schema))
+
+    hours = pd.date_range("2024-08-02", "2024-09-01", freq="h", tz="UTC", inclusive="left")
+    issued = [hours.floor("D") - pd.Timedelta(hours=14, minutes=30),  # D-1 09:30: the normal case
+              pd.DatetimeIndex([pd.Timestamp("2024-08-10", tz="UTC")] * len(hours)),  # early or long expired
+              pd.DatetimeIndex([pd.Timestamp.now(tz="UTC")] * len(hours))]  # now: every version, TTL long past
+    rows = pd.concat([pd.DataFrame({"market": "SYN_NORTH", "delivery_start": hours, "event_timestamp": i})
+                      for i in issued]).sample(frac=1, random_state=3).reset_index(drop=True)
+    rows.loc[::50, "market"] = "NOWHERE"
+    job = store.get_historical_features(entity_df=rows, features=store.get_feature_service(SERVICE))
+    assert type(job).__name__ == "_AsofRetrievalJob"
+    asof = job.to_df()
+    pd.testing.assert_frame_equal(asof[rows.columns], rows)  # the entity frame's own order
+    monkeypatch.setattr(featurestore.PrunedDuckDBOfflineStore, "asof_join", False)
+    job = store.get_historical_features(entity_df=rows, features=store.get_feature_service(SERVICE))
+    assert type(job).__name__ != "_AsofRetrievalJob"
+    feast = job.to_df()
+    names = featurestore.service_features(store, SERVICE)
+    names = [n.split(":", 1)[1] for n in names]
+    key = ["market", "delivery_start", "event_timestamp"]
+    a = asof.sort_values(key).reset_index(drop=True)
+    b = feast.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[key], b[key], check_dtype=False)  # Feast returns microseconds
+    pd.testing.assert_frame_equal(a[names].astype(float), b[names].astype(float))
+    seen = a["load_forecast_mw"]
+    assert (seen == 123456).any() and (seen == 777).any() and a[names].isna().any().all() and a[names].notna().any().all()
+
+
 def test_online_lookup_of_a_day_has_its_23_24_or_25_hours(env):
     settings, lake, market, store = env
     featurestore.materialize(store, dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc),
@@ -133,6 +176,24 @@ def test_online_lookup_of_a_day_has_its_23_24_or_25_hours(env):
     # the same definitions online and offline: the online vector equals the training row at issue time
     np.testing.assert_allclose(online["price_lag_P7D"].astype(float).to_numpy(),
                                offline.sort_values("delivery_start")["price_lag_P7D"].to_numpy())
+
+
+def test_the_direct_online_reader_answers_exactly_as_feast_does(env):
+    settings, lake, market, store = env
+    featurestore.materialize(store, dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc),
+                             dt.datetime(2024, 11, 2, tzinfo=dt.timezone.utc))
+    now = pd.Timestamp("2024-12-01", tz="UTC")
+    for features in (None, ["hour", "is_holiday", "price_lag_P1D", "load_forecast_mw"]):
+        direct = featurestore.OnlineFeatures(store, SERVICE, features)
+        feast = featurestore.OnlineFeatures(store, SERVICE, features, direct=False)
+        assert type(direct.rows).__name__ == "_SqliteRows" and type(feast.rows).__name__ == "_FeastRows"
+        # a normal day, both DST days, the last day (forecasts missing), a day and a market with nothing
+        for m, day in (("SYN_NORTH", dt.date(2024, 6, 12)), ("SYN_NORTH", dt.date(2024, 3, 31)),
+                       ("SYN_NORTH", dt.date(2024, 10, 27)), ("SYN_NORTH", dt.date(2024, 11, 1)),
+                       ("SYN_NORTH", dt.date(2025, 6, 1)), ("NOWHERE", dt.date(2024, 6, 12))):
+            pd.testing.assert_frame_equal(direct.day(m, day, TZ, now=now), feast.day(m, day, TZ, now=now))
+    nothing = direct.day("NOWHERE", dt.date(2024, 6, 12), TZ)
+    assert nothing["stale"].all() and (nothing["missing_features"] == 4).all() and nothing["known_at"].isna().all()
 
 
 def test_unknown_feature_service_or_bad_entity_rows_are_clear_errors(env):

@@ -35,5 +35,13 @@ def test_apply_materialize_and_lookup_on_postgresql_and_redis(pg_settings, redis
                              "event_timestamp": pd.Timestamp("2024-05-19 09:30", tz="UTC")})
         offline = featurestore.training_set(store, "day_ahead_v1", rows).sort_values("delivery_start")
         assert (offline["load_forecast_mw"].to_numpy() == online["load_forecast_mw"].astype(float).to_numpy()).all()
+        # the direct Redis reader answers exactly as Feast does, for a day with data and one without
+        direct = featurestore.OnlineFeatures(store, "day_ahead_v1")
+        feast = featurestore.OnlineFeatures(store, "day_ahead_v1", direct=False)
+        assert type(direct.rows).__name__ == "_RedisRows"
+        now = pd.Timestamp("2024-07-01", tz="UTC")
+        for day in (dt.date(2024, 5, 20), dt.date(2024, 6, 1), dt.date(2024, 8, 1)):
+            pd.testing.assert_frame_equal(direct.day("SYN_SOUTH", day, market.timezone, now=now),
+                                          feast.day("SYN_SOUTH", day, market.timezone, now=now))
     finally:
         featurestore.drop_project(store)  # this project's Redis keys and registry entry only
