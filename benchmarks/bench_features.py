@@ -16,9 +16,10 @@ Measured:
 - historical retrieval: ``featurestore.training_set(store, "day_ahead_v1", rows)`` for a 90-day,
   one-market training set (every delivery hour, issue time ``D-1 09:30`` UTC), 1 warm-up then
   ``--repeat`` runs, median, in a fresh subprocess per size so the peak-RSS increase of the call
-  (``ru_maxrss`` after minus before, warm-up included) is its own. In the same process, the same
-  data read by hand: each table scanned with pyiceberg pushdown (market, delivery window, known_at
-  window) and joined with a DuckDB ``ASOF LEFT JOIN`` plus the 2-day TTL; both results are compared.
+  (``ru_maxrss`` after minus before, warm-up included) is its own, and the process peak is the whole
+  process's. In another fresh process, the same data read by hand: each table scanned with pyiceberg
+  pushdown (market, delivery window, known_at window) and joined with a DuckDB ``ASOF LEFT JOIN``
+  plus the 2-day TTL; both results are compared.
   Once, at the middle size, the same retrieval with Feast's stock ``duckdb`` offline store.
 - materialization: ``featurestore.materialize`` of a one-day ``known_at`` window (10 markets, both
   views) at every size, 3 different days, median; and of the whole year at the 1-year size.
@@ -225,9 +226,11 @@ def child(args: argparse.Namespace) -> None:
     settings = AurumSettings(home=Path(args.home))
     rows = entity_rows(market_code(0))
     out: dict = {}
-    if args.child == "retrieval":
-        store = featurestore.open_store(settings)
+    if args.child == "asof":
         lake = Lake.open(settings, create=False)
+        retrieve = lambda: asof_training_set(lake, rows)  # noqa: E731
+    elif args.child == "retrieval":
+        store = featurestore.open_store(settings)
     else:  # Feast's stock DuckDB offline store: reads each Iceberg source whole
         text = featurestore._yaml(settings).read_text(encoding="utf-8")
         stock = text.replace("type: features.featurestore.PrunedDuckDBOfflineStore", "type: duckdb")
@@ -239,25 +242,19 @@ def child(args: argparse.Namespace) -> None:
 
             store = FeatureStore(repo_path=str(featurestore.feature_repo_path()), fs_yaml_file=yaml)
         out["offline_store"] = type(store.config.offline_store).__name__
+    if args.child != "asof":
+        retrieve = lambda: featurestore.training_set(store, SERVICE, rows)  # noqa: E731
     before = rss_mib()
     t0 = time.perf_counter()
-    result = featurestore.training_set(store, SERVICE, rows)
+    result = retrieve()
     out["first_ms"] = (time.perf_counter() - t0) * 1000
     runs = []
     for _ in range(args.repeat):
         t0 = time.perf_counter()
-        result = featurestore.training_set(store, SERVICE, rows)
+        result = retrieve()
         runs.append((time.perf_counter() - t0) * 1000)
-    out |= {"feast_ms": runs, "rss_before_mib": before, "rss_increase_mib": rss_mib() - before}
-    if args.child == "retrieval":
-        asof = asof_training_set(lake, rows)
-        a_runs = []
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            asof = asof_training_set(lake, rows)
-            a_runs.append((time.perf_counter() - t0) * 1000)
-        out |= {"asof_ms": a_runs, "check": compare(result, asof)}
-    out["peak_rss_mib"] = rss_mib()
+    out |= {"ms": runs, "rss_before_mib": before, "rss_increase_mib": rss_mib() - before, "peak_rss_mib": rss_mib()}
+    result.to_parquet(Path(args.home) / f"{args.child}.parquet")
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -399,11 +396,15 @@ def run(sizes: list[int], n_markets: int, repeat: int, lookups: int, stock_years
             log(f"{years} years: filled {rows:,} rows in {fill_s:.1f} s")
             store = featurestore.apply(settings)
             retrieval = run_child("retrieval", home, repeat)
+            asof = run_child("asof", home, repeat)
+            retrieval |= {"feast_ms": retrieval.pop("ms"), "asof_ms": asof["ms"], "asof_peak_rss_mib": asof["peak_rss_mib"],
+                          "check": compare(pd.read_parquet(home / "retrieval.parquet"), pd.read_parquet(home / "asof.parquet"))}
             log(f"{years} years: Feast {statistics.median(retrieval['feast_ms']):.0f} ms, "
                 f"ASOF {statistics.median(retrieval['asof_ms']):.0f} ms, +{retrieval['rss_increase_mib']:.0f} MiB, "
                 f"equal {retrieval['check']['equal']}")
             if years == stock_years:
                 res.stock = run_child("stock", home, max(1, min(repeat, 3)))
+                res.stock["feast_ms"] = res.stock.pop("ms")
                 log(f"{years} years: stock duckdb store {statistics.median(res.stock['feast_ms']):.0f} ms")
             days = [pd.Timestamp(f"{NEWEST}-06-{d}", tz="UTC") for d in (10, 11, 12)]
             mat = materialize_days(store, days)
@@ -437,15 +438,16 @@ def render(res: Result) -> list[str]:
     med = statistics.median
     lines = [
         "| years x markets | feature rows (both tables) | Feast `training_set` median (min) ms | first call ms "
-        "| peak RSS increase (process peak) MiB | ASOF join median ms | Feast / ASOF | results equal | one-day materialize median (max) s |",
-        "|---:|---:|---:|---:|---:|---:|---:|:--:|---:|",
+        "| process peak RSS MiB (increase in the calls) | ASOF join median ms | ASOF process peak RSS MiB | Feast / ASOF | results equal | one-day materialize median (max) s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|:--:|---:|",
     ]
     for s in res.sizes:
         r = s.retrieval
         f, a = med(r["feast_ms"]), med(r["asof_ms"])
         lines.append(
             f"| {s.years} x {res.markets} | {s.rows:,} | {f:.0f} ({min(r['feast_ms']):.0f}) | {r['first_ms']:.0f} "
-            f"| {r['rss_increase_mib']:.0f} ({r['peak_rss_mib']:.0f}) | {a:.0f} | {f / a:.2f} | {'yes' if r['check']['equal'] else 'NO'} "
+            f"| {r['peak_rss_mib']:.0f} ({r['rss_increase_mib']:.0f}) | {a:.0f} | {r['asof_peak_rss_mib']:.0f} | {f / a:.2f} "
+            f"| {'yes' if r['check']['equal'] else 'NO'} "
             f"| {med(s.materialize_day_s):.2f} ({max(s.materialize_day_s):.2f}) |")
     lines += ["", "| online store | lookups | p50 ms | p99 ms | max ms | bad answers |", "|---|---:|---:|---:|---:|---:|"]
     for name, o in (("SQLite (local)", res.sqlite), ("Redis (prod)", res.redis)):
@@ -453,16 +455,16 @@ def render(res: Result) -> list[str]:
             lines.append(f"| {name} | {o['calls']:,} | {o['p50']:.2f} | {o['p99']:.2f} | {o['max']:.2f} | {o['bad']} |")
     worst = max(res.sizes, key=lambda s: med(s.retrieval["feast_ms"]))
     worst_ms = med(worst.retrieval["feast_ms"])
-    worst_rss = max(s.retrieval["rss_increase_mib"] for s in res.sizes)
+    worst_rss = max(s.retrieval["peak_rss_mib"] for s in res.sizes)
     worst_ratio = max(med(s.retrieval["feast_ms"]) / med(s.retrieval["asof_ms"]) for s in res.sizes)
     worst_mat = max(max(s.materialize_day_s) for s in res.sizes)
     c = res.sizes[0].retrieval["check"]
     lines += [
         "",
         f"- Retrieval goal (< {RETRIEVAL_GOAL_S:.0f} s): slowest median {worst_ms / 1000:.2f} s at {worst.years} years: "
-        f"{met(worst_ms < RETRIEVAL_GOAL_S * 1000)}. RSS goal (< 1 GB): largest increase {worst_rss:.0f} MiB: "
-        f"provisional, {met(worst_rss < RSS_GOAL_MIB)} (the increase is read against a baseline that already "
-        "holds the first call's imports, and the ASOF join shares the process). ASOF goal (<= {ASOF_RATIO_GOAL}x): worst ratio {worst_ratio:.2f}x: "
+        f"{met(worst_ms < RETRIEVAL_GOAL_S * 1000)}. RSS goal (< 1 GB): largest peak RSS of the whole retrieval "
+        f"process (Python, Feast and every import included) {worst_rss:.0f} MiB: {met(worst_rss < RSS_GOAL_MIB)}. "
+        f"ASOF goal (<= {ASOF_RATIO_GOAL}x): worst ratio {worst_ratio:.2f}x: "
         f"{met(worst_ratio <= ASOF_RATIO_GOAL)}.",
         f"- Equality check (Feast vs ASOF join): {sum(s.retrieval['check']['equal'] for s in res.sizes)} of "
         f"{len(res.sizes)} sizes equal ({c['rows']:,} rows, {c['cells']:,} feature cells, {c['nulls']} nulls, "
@@ -473,7 +475,7 @@ def render(res: Result) -> list[str]:
         pruned = next(s for s in res.sizes if s.years == res.stock_years)
         lines.append(f"- Feast's stock `duckdb` offline store at {res.stock_years} years: median {sm:.0f} ms "
                      f"({sm / med(pruned.retrieval['feast_ms']):.1f}x the pruned store), peak RSS increase "
-                     f"{res.stock['rss_increase_mib']:.0f} MiB.")
+                     f"{res.stock['rss_increase_mib']:.0f} MiB (process peak {res.stock['peak_rss_mib']:.0f} MiB).")
     online = [o for o in (res.sqlite, res.redis) if o]
     p99 = max(o["p99"] for o in online)
     lines += [
@@ -498,9 +500,9 @@ def notes(res: Result) -> list[str]:
         "exogenous version known at D 06:00 (after the issue time, so never returned); ~1% of `price_lag_P7D` "
         f"is NaN. Training set: `BENCH_00`, every delivery hour of `[{WINDOW_START:%Y-%m-%d}, {end:%Y-%m-%d})` "
         f"({WINDOW_DAYS * 24:,} rows), issue time D-1 09:30 UTC, service `{SERVICE}` ({len(all_features())} features of {len(GROUPS)} views: {', '.join(g.table for g in GROUPS)}). Each size runs "
-        f"its retrieval in a fresh subprocess: 1 warm-up then {res.repeat} runs; the RSS increase is `ru_maxrss` "
-        "after the warm-up and runs minus before them (first-call imports included). The ASOF join runs in the "
-        "same process after Feast: pyiceberg scans with market, delivery window and known_at window pushed down, "
+        f"its retrieval in a fresh subprocess: 1 warm-up then {res.repeat} runs; peak RSS is the process's `ru_maxrss` "
+        "at the end, the increase is that minus `ru_maxrss` before the first call. The ASOF join runs in its own "
+        "fresh subprocess the same way: pyiceberg scans with market, delivery window and known_at window pushed down, "
         "then DuckDB `ASOF LEFT JOIN` on market, delivery_start and `event_timestamp >= known_at` with the 2-day "
         "TTL as a `CASE`. One-day materialization: `known_at` windows of 10-12 June, 3 runs on the store of each "
         "size. Online lookups: `OnlineFeatures.day` (24 UTC hours, one long-lived reader) of random markets and days after materializing the "
@@ -519,7 +521,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
     ap.add_argument("--write-docs", action="store_true",
                     help=f"write the result into {DOCS.relative_to(REPO)}, section '{SECTION[3:]}'")
-    ap.add_argument("--child", choices=("retrieval", "stock"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=("retrieval", "asof", "stock"), help=argparse.SUPPRESS)
     ap.add_argument("--home", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

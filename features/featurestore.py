@@ -166,19 +166,27 @@ def materialize(store: FeatureStore, start: dt.datetime | None = None, end: dt.d
         store.materialize(start_date=start, end_date=end)
 
 
-def service_features(store: FeatureStore, service: str) -> list[str]:
-    """Feature names (``view:feature``) of a feature service; an unknown service is a clear error."""
+def _feature_service(store: FeatureStore, service: str):
+    """The registry's feature service; an unknown service is a clear error."""
     try:
-        fs = store.get_feature_service(service)
+        return store.get_feature_service(service)
     except FeatureServiceNotFoundException as exc:
         known = sorted(s.name for s in store.list_feature_services())
         raise FeatureStoreError(f"unknown feature service {service!r}; the registry has {known}") from exc
+
+
+def _refs(fs) -> list[str]:
     return [f"{p.name_to_use()}:{f.name}" for p in fs.feature_view_projections for f in p.features]
 
 
-def _selected(store: FeatureStore, service: str, features: list[str] | None) -> list[str]:
+def service_features(store: FeatureStore, service: str) -> list[str]:
+    """Feature names (``view:feature``) of a feature service; an unknown service is a clear error."""
+    return _refs(_feature_service(store, service))
+
+
+def _selected(refs: list[str], service: str, features: list[str] | None) -> list[str]:
     """The service's feature names, or the requested subset; anything else is a clear error."""
-    offered = [f.split(":", 1)[1] for f in service_features(store, service)]
+    offered = [f.split(":", 1)[1] for f in refs]
     if features is None:
         return offered
     unknown = [f for f in features if f not in offered]
@@ -199,8 +207,9 @@ def training_set(
     if missing:
         raise FeatureStoreError(f"entity rows lack columns {sorted(missing)}; expected market, delivery_start, "
                                 f"{ENTITY_TIMESTAMP} (the issue time)")
-    names = _selected(store, service, features)
-    out = store.get_historical_features(entity_df=entity_rows, features=store.get_feature_service(service)).to_df()
+    fs = _feature_service(store, service)  # once: each registry read deserialises the service anew
+    names = _selected(_refs(fs), service, features)
+    out = store.get_historical_features(entity_df=entity_rows, features=fs).to_df()
     out = out[[*entity_rows.columns, *names]]
     out["missing_features"] = out[names].isna().sum(axis=1)
     if len(out) and (out["missing_features"] == len(names)).all():
@@ -227,8 +236,9 @@ class OnlineFeatures:
     def __init__(self, store: FeatureStore, service: str, features: list[str] | None = None, *, direct: bool = True):
         self.store = store
         self.service = service
-        self.names = _selected(store, service, features)
-        refs = dict((r.split(":", 1)[1], r) for r in service_features(store, service))
+        offered = service_features(store, service)
+        self.names = _selected(offered, service, features)
+        refs = dict((r.split(":", 1)[1], r) for r in offered)
         self.refs = [refs[n] for n in self.names]
         wanted = {r.split(":", 1)[0] for r in self.refs}
         views = [v for v in store.list_feature_views() if v.name in wanted]
