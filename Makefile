@@ -14,7 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup run test bench-lake bench-features clean
+.PHONY: setup run test bench-lake bench-features bench-epf clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -26,13 +26,17 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 setup: $(VENV)/.synced  ## create .venv from the lock file
 
-run: setup  ## ingest the synthetic market under AURUM_HOME (default ./.aurum), derive features, serve one online lookup
+SYNTHETIC := SYN_NORTH SYN_SOUTH SYN_EAST
+
+run: setup  ## synthetic markets under AURUM_HOME (default ./.aurum): ingest, features, online lookup, train + approve a model per market
 	$(AURUM) ingest synthetic
 	$(AURUM) features compute
 	$(AURUM) data stats
 	$(AURUM) features apply
 	$(AURUM) features materialize --from 2020-01-01
 	$(AURUM) features lookup SYN_NORTH
+	for m in $(SYNTHETIC); do $(AURUM) train --market $$m --model lgbm --backtest-days 14 --train-days 365 || exit 1; done
+	@echo "Review the runs and models in the MLflow UI: $(AURUM) ui  ->  http://127.0.0.1:5000"
 
 test: setup  ## run the test suite
 	$(VENV)/bin/python -m pytest
@@ -42,6 +46,9 @@ bench-lake: setup  ## ingest rate and 30-day window read as the lake grows from 
 
 bench-features: setup  ## feature store: training sets vs a DuckDB ASOF join, online lookups, materialization
 	$(VENV)/bin/python benchmarks/bench_features.py --write-docs
+
+bench-epf: setup  ## EPF benchmark (NP, BE, FR; ../shared/data) through ingest, feature store and aurum backtest
+	$(VENV)/bin/python benchmarks/bench_epf.py --write-docs
 
 clean:  ## remove the environments and the local lake
 	rm -rf $(VENV) $(TOOLS) .aurum

@@ -1,8 +1,8 @@
 """The ``aurum`` command line: one Typer app, a command per stage.
 
 Commands are thin: build settings, call one library function, print what the next step needs.
-Heavy imports happen inside commands so ``aurum --help`` stays fast. Later stages (features,
-train, serve, monitor) register their sub-apps here as they land.
+Heavy imports happen inside commands so ``aurum --help`` stays fast. The later stages (training,
+serving, monitoring) add their commands through the ``aurum.commands`` entry point.
 """
 
 from __future__ import annotations
@@ -314,6 +314,21 @@ def markets_add(
         raise ConfigurationError("; ".join(e["msg"] for e in exc.errors())) from exc
     MarketData(_lake()).register_market(m)
     typer.echo(f"registered {m.code} ({m.timezone})")
+
+
+def _load_stages(app: typer.Typer) -> None:
+    """Let the later stages (training, serving, monitoring) add their commands.
+
+    Each declares an ``aurum.commands`` entry point (``pyproject.toml``) naming a ``register(app)``
+    function, so this package never imports them: dependencies stay one way.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group="aurum.commands"), key=lambda e: e.name):
+        ep.load()(app)
+
+
+_load_stages(app)
 
 
 def main() -> None:

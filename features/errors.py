@@ -60,3 +60,34 @@ class IngestAbortedError(AurumError, RuntimeError):
 
 class InvalidWindowError(AurumError, ValueError):
     """A time window bound that is not a time, or a window that ends before it starts."""
+
+
+class FeatureFrameError(AurumError, ValueError):
+    """A feature frame given to a forecaster lacks a column, has an unknown one, or holds a bad value.
+
+    ``column`` names the offending column (None when the problem is the frame as a whole).
+    """
+
+    def __init__(self, message: str, *, column: str | None = None):
+        self.column = column
+        super().__init__(message)
+
+
+class QuantileError(AurumError, ValueError):
+    """Requested quantile levels that are not distinct numbers strictly inside (0, 1), or not available."""
+
+
+class NotFittedError(AurumError, RuntimeError):
+    """A forecaster used for prediction before ``fit``."""
+
+
+class TrainingDataError(AurumError, ValueError):
+    """Training or backtest data that cannot support the request: too little history, an empty window."""
+
+
+class RegistryError(AurumError, RuntimeError):
+    """A model-registry request that cannot be done: unknown model or version, a failed approval step."""
+
+
+class RegistryUnavailableError(AurumError, ConnectionError):
+    """The MLflow tracking or registry store does not answer."""

@@ -78,6 +78,29 @@ class ValidationSettings(BaseModel):
     )
 
 
+class MlflowSettings(BaseModel):
+    """Where runs, models and the registry live, and how experiments are named."""
+
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking/registry store; default: SQLite under home (local) or the "
+        "PostgreSQL of the prod profile, schema 'mlflow'.")
+    artifact_root: str | None = Field(
+        None, description="Where run artifacts go (a folder or object-store URI); default home/mlartifacts.")
+    experiment: str = Field("aurum-day-ahead", description="Experiment of training, backtest and tuning runs.")
+    model_prefix: str = Field("day_ahead_", description="Registered model name = prefix + market code.")
+
+
+class ApprovalSettings(BaseModel):
+    """The approval gate: when a candidate replaces the champion."""
+
+    margin: float = Field(0.01, ge=0, lt=1, description="Relative MAE improvement over the champion needed to promote.")
+    coverage_band: tuple[float, float] = Field(
+        (0.74, 0.86), description="The 80 % interval's backtest coverage must fall inside this band.")
+    hour_tolerance: float = Field(
+        0.25, ge=0, description="No local hour's MAE may exceed the champion's by more than this fraction.")
+    max_rmae: float = Field(1.0, gt=0, description="A first champion must beat the weekly naive forecast (rMAE below this).")
+
+
 class AurumSettings(BaseSettings):
     """Settings of the whole platform; build one in an entry point and pass it down."""
 
@@ -104,6 +127,8 @@ class AurumSettings(BaseSettings):
     snapshot_keep_last: int = Field(
         16, ge=2, description="Snapshots kept per table for time travel; older untagged ones are expired after commits."
     )
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="MLflow tracking and registry.")
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings, description="The champion approval gate.")
 
     @property
     def home_dir(self) -> Path:
@@ -130,6 +155,18 @@ class AurumSettings(BaseSettings):
                 )
             warehouse = c.warehouse
         return {"type": "sql", "uri": uri, "warehouse": warehouse} | c.properties
+
+    def mlflow_tracking_uri(self) -> str:
+        """The MLflow store of the active profile (prod: PostgreSQL, in its own schema ``mlflow``)."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        if self.profile == "local":
+            return f"sqlite:///{self.home_dir / 'mlflow.db'}"
+        sep = "&" if "?" in self.postgres_url else "?"
+        return f"{self.postgres_url}{sep}options=-csearch_path%3Dmlflow"
+
+    def mlflow_artifact_root(self) -> str:
+        return self.mlflow.artifact_root or (self.home_dir / "mlartifacts").as_uri()
 
     def resolved_data_dir(self) -> Path | None:
         """The real-data folder, or None when there is none."""

@@ -70,3 +70,9 @@ def test_feast_is_imported_only_by_its_adapter_and_the_declarations():
     users = sorted(str(p.relative_to(ROOT)) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
                    if "feast" in {n.split(".")[0] for n in _all_imports(p)})
     assert users == ["feature_repo/market_features.py", "features/featurestore.py"]
+
+
+def test_mlflow_is_imported_only_by_its_adapter():
+    users = sorted(str(p.relative_to(ROOT)) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+                   if "mlflow" in {n.split(".")[0] for n in _all_imports(p)})
+    assert users == ["models/mlflow_model.py"]

@@ -1,0 +1,319 @@
+"""Model-selection study on the EPF benchmark (not the official benchmark, which goes ingest -> Feast -> backtest).
+
+For each market the EPF CSV is ingested into a temporary lake with the repo's own ingest (DST rules,
+quarantine), and the feature frame is built with the repo's transforms (``models.trainingframe``).
+A rolling-origin backtest then forecasts each local delivery day D with features known on D-1,
+refitting every 7 days on the ``--train-days`` days before the week. Metrics are computed on 24-hour
+day blocks (autumn hours averaged, the spring hour interpolated: the EPF files' own convention), so
+they are comparable to the paper's Table 3; the paper's published forecasts are scored on the same
+days.
+
+Phases: ``test`` = the benchmark test period (last 728 days); ``validation`` = the 364 days before
+it, for choosing structures and hyperparameters without touching the test period. ``--days N``
+subsamples N days (whole weeks, evenly spread) of the phase's period.
+
+    .venv/bin/python benchmarks/epf_study.py --markets NP --days 56 --models naive,lear,lgbm,ens
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.benchreport import header_lines  # noqa: E402
+
+PAPER = {  # Table 3: MAE, rMAE, sMAPE, RMSE of the DNN and LEAR ensembles
+    "NP": {"DNN": (1.683, 0.407, 4.880, 3.319), "LEAR": (1.738, 0.420, 5.009, 3.362)},
+    "BE": {"DNN": (5.870, 0.578, 13.446, 15.966), "LEAR": (6.140, 0.604, 14.546, 15.974)},
+    "FR": {"DNN": (3.866, 0.527, 10.812, 11.867), "LEAR": (3.980, 0.543, 11.566, 10.676)},
+}
+TEST_DAYS = 728
+VALIDATION_DAYS = 364
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("AURUM_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def load_market(code: str) -> tuple[pd.DataFrame, pd.Series]:
+    """Ingest the EPF file of ``code`` into a temporary lake and build its feature frame and target."""
+    from features.ingest import ingest_file
+    from features.lake import Lake
+    from features.marketdata import MarketData
+    from features.settings import AurumSettings
+    from models.trainingframe import training_frame
+
+    with tempfile.TemporaryDirectory() as tmp:
+        lake = Lake.open(AurumSettings(home=Path(tmp) / "home"))
+        ingest_file(lake, "epf", code, data_dir() / "epf" / f"{code}.csv")
+        data = MarketData(lake)
+        market = data.registry().get(code)
+        return training_frame(data.prices(code), data.fundamentals(code), market)
+
+
+def lear_with_lagged_exogenous(**kw):
+    """A measurement-only LEAR that also sees the exogenous forecasts of D-1 and D-7, as in the paper.
+
+    Those values are not in day D's feature rows; here they come from the blocks of D-1 and D-7 of
+    the same frame, so predictions need the previous week's rows too (``needs_history``). Serving
+    has only day D's rows: this variant exists to measure what those inputs are worth.
+    """
+    from models.lear import LEAR, PRICE_LAGS
+
+    class _LaggedExogenousLEAR(LEAR):
+        needs_history = True
+
+        def _design(self, frame, columns):
+            blocks, x = super()._design(frame, columns)
+            exo = [c for c in columns if c not in PRICE_LAGS]
+            cube = blocks.pivot(frame[exo].to_numpy(dtype=float)).transpose(0, 2, 1).reshape(len(blocks), -1)
+            index = {(m, d): i for i, (m, d) in enumerate(zip(blocks.days["market"], blocks.days["day"]))}
+            extra = []
+            for lag in (1, 7):
+                src = [index.get((m, d - pd.Timedelta(days=lag)), -1) for m, d in
+                       zip(blocks.days["market"], blocks.days["day"])]
+                lagged = np.where(np.array(src)[:, None] >= 0, cube[np.maximum(src, 0)], np.nan)
+                extra.append(lagged)
+            return blocks, np.hstack([x[:, :-7], *extra, x[:, -7:]])
+
+    return _LaggedExogenousLEAR(**kw)
+
+
+def model_factory(name: str, n_jobs: int):
+    from models.conformal import ConformalForecaster
+    from models.lear import LEAR
+    from models.lightgbm_forecaster import LightGBMForecaster
+    from models.naive import WeeklyNaive
+
+    def gbm(**kw):
+        return LightGBMForecaster(n_jobs=n_jobs, **kw)
+
+    table = {
+        "naive": WeeklyNaive,
+        "lear": lambda: LEAR(windows=(56, 84, 364, 728)),
+        "lear_long": lambda: LEAR(windows=(56, 84, 1092, 1456)),
+        "lear_aic": lambda: LEAR(windows=(56, 84, 364, 728), alpha_rule="aic"),
+        "lear_exo_lags": lambda: lear_with_lagged_exogenous(windows=(56, 84, 364, 728)),
+        "lgbm": lambda: gbm(inputs="same_hour", target_transform="asinh"),
+        "lgbm_raw": lambda: gbm(inputs="same_hour", target_transform="none"),
+        "lgbm_block": lambda: gbm(inputs="day_block", target_transform="asinh"),
+        "lgbm_hourly": lambda: gbm(structure="per_hour", inputs="same_hour", target_transform="asinh"),
+        "lgbm_block_raw": lambda: gbm(inputs="day_block", target_transform="none"),
+        "lgbm_hourly_raw": lambda: gbm(structure="per_hour", inputs="same_hour", target_transform="none"),
+    }
+    if name.startswith("cqr_"):  # conformal intervals (182 calibration days) around another model
+        return ConformalForecaster(model_factory(name[4:], n_jobs), calibration_days=182)
+    if "+" in name:  # a quantile-averaging ensemble of the named members
+        from models.ensemble import QuantileAverageEnsemble
+
+        return QuantileAverageEnsemble([model_factory(m, n_jobs) for m in name.split("+")])
+    if name not in table:
+        raise SystemExit(f"unknown model {name!r}; choose from {', '.join(table)}, a+b (ensemble), cqr_<model>")
+    return table[name]()
+
+
+def parts(name: str, model, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Extra forecasts a fitted composite gives for free: its members and, under conformal, the raw model.
+
+    A conformal wrapper refitted on the whole window holds exactly the plain model's fit, so the
+    plain model's forecasts (and its members') need no second fit.
+    """
+    from models.conformal import ConformalForecaster
+    from models.ensemble import QuantileAverageEnsemble
+
+    out = {}
+    inner, inner_name = model, name
+    if isinstance(model, ConformalForecaster) and model.refit:
+        inner, inner_name = model.model_, name[4:]
+        out[inner_name] = inner.predict(frame)
+    if isinstance(inner, QuantileAverageEnsemble):
+        for member_name, member in zip(inner_name.split("+"), inner.fitted_members_):
+            out[member_name] = member.predict(frame)
+    return out
+
+
+def backtest(features: pd.DataFrame, target: pd.Series, days: list[pd.Timestamp], names: list[str],
+             train_days: int, n_jobs: int) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
+    """Forecast every day in ``days`` (local midnights), refitting at the start of each 7-day week."""
+    from models.featureframe import local_day
+
+    day = local_day(features)
+    out: dict[str, list[pd.DataFrame]] = {n: [] for n in names}
+    seconds = dict.fromkeys(names, 0.0)
+    weeks = sorted({d for d in days}, key=lambda d: d)
+    week_starts = [d for i, d in enumerate(weeks) if i % 7 == 0]
+    for start in week_starts:
+        train = ((day < start) & (day >= start - pd.Timedelta(days=train_days))).to_numpy()
+        test = ((day >= start) & (day < start + pd.Timedelta(days=7))).to_numpy() & day.isin(days).to_numpy()
+        for n in names:
+            t = time.perf_counter()
+            model = model_factory(n, n_jobs).fit(features[train], target[train])
+            if getattr(model, "needs_history", False):
+                context = ((day >= start - pd.Timedelta(days=7)) & (day < start + pd.Timedelta(days=7))).to_numpy()
+                out[n].append(model.predict(features[context]).loc[features.index[test]])
+            else:
+                out[n].append(model.predict(features[test]))
+            for extra, pred in parts(n, model, features[test]).items():
+                if extra not in names and len(out.setdefault(extra, [])) < len(out[n]):  # once per week
+                    out[extra].append(pred)
+            seconds[n] += time.perf_counter() - t
+        print(f"  week from {start.date()}: {', '.join(f'{n} {seconds[n]:.0f}s' for n in names)}", flush=True)
+    return {n: pd.concat(v) for n, v in out.items()}, seconds
+
+
+def chosen_days(features: pd.DataFrame, phase: str, n_days: int | None) -> list[pd.Timestamp]:
+    from models.featureframe import local_day
+
+    all_days = np.sort(local_day(features).unique())
+    period = all_days[-TEST_DAYS:] if phase == "test" else all_days[-TEST_DAYS - VALIDATION_DAYS:-TEST_DAYS]
+    weeks = [period[i:i + 7] for i in range(0, len(period), 7)]
+    if n_days and n_days < len(period):
+        k = max(1, round(n_days / 7))
+        picks = np.unique(np.linspace(0, len(weeks) - 1, k).round().astype(int))
+        weeks = [weeks[i] for i in picks]
+    return [pd.Timestamp(d) for w in weeks for d in w]
+
+
+def paper_forecasts(code: str) -> pd.DataFrame | None:
+    path = data_dir() / "epf" / "paper_forecasts" / f"Forecasts_{code}_DNN_LEAR_ensembles.csv"
+    return pd.read_csv(path, index_col=0, parse_dates=True) if path.exists() else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--markets", default="NP,BE,FR", help="comma-separated EPF markets")
+    ap.add_argument("--models", default="naive,cqr_lear+lgbm_block_raw",
+                    help="comma-separated models: names of model_factory, 'a+b' for a quantile-averaging "
+                         "ensemble, 'cqr_<model>' for conformal intervals (which also reports <model> and, "
+                         "for an ensemble, its members, from the same fits)")
+    ap.add_argument("--phase", choices=("test", "validation"), default="test", help="which period to forecast")
+    ap.add_argument("--days", type=int, default=None, help="subsample this many days (whole weeks) of the period")
+    ap.add_argument("--train-days", type=int, default=1456, help="training window before each refit (days)")
+    ap.add_argument("--n-jobs", type=int, default=2, help="threads for LightGBM (keep <= 2 on a shared machine)")
+    ap.add_argument("--save", type=Path, default=None, help="folder to write per-market forecast parquet files")
+    ap.add_argument("--rescore", type=Path, default=None,
+                    help="no backtest: score the forecasts saved in this folder (by --save runs), plus --combine")
+    ap.add_argument("--combine", default="", help="with --rescore: comma-separated a+b averages of saved forecasts")
+    args = ap.parse_args(argv)
+    if args.rescore:
+        return rescore(args)
+    from models import metrics as M
+    from models.dayblock import DayBlocks
+    from models.featureframe import local_day
+
+    print("\n".join(header_lines(("lightgbm", "scikit-learn", "pandas"))))
+    names = args.models.split(",")
+    summary = []
+    for code in args.markets.split(","):
+        t0 = time.perf_counter()
+        features, target = load_market(code)
+        days = chosen_days(features, args.phase, args.days)
+        print(f"\n{code}: {len(features):,} feature rows, {args.phase} {len(days)} days "
+              f"({days[0].date()} .. {days[-1].date()}), built in {time.perf_counter() - t0:.1f}s", flush=True)
+        preds, seconds = backtest(features, target, days, names, args.train_days, args.n_jobs)
+        rows = features.loc[preds[names[0]].index]
+        blocks = DayBlocks.of(rows)
+        actual = blocks.pivot(target.loc[rows.index].to_numpy())
+        naive = blocks.pivot(rows["price_lag_P7D"].to_numpy())
+        table = {}
+        for n, p in preds.items():
+            p = p.loc[rows.index]
+            q = {c: blocks.pivot(p[c].to_numpy()) for c in ("q10", "q50", "q90")}
+            table[n] = (M.mae(actual, q["q50"]), M.rmae(actual, q["q50"], naive), M.smape(actual, q["q50"]),
+                        M.rmse(actual, q["q50"]), M.coverage(actual, q["q10"], q["q90"]),
+                        np.mean([M.pinball(actual, q[c], lv) for c, lv in (("q10", .1), ("q50", .5), ("q90", .9))]))
+            if args.save:
+                args.save.mkdir(parents=True, exist_ok=True)
+                p.assign(actual=target.loc[rows.index], market=code, delivery_start=rows["delivery_start"],
+                         hour=rows["hour"]) \
+                    .to_parquet(args.save / f"{code}_{args.phase}_{n}.parquet")
+        paper = paper_forecasts(code) if args.phase == "test" else None
+        if paper is not None:
+            local = blocks.days["day"]
+            sel = paper[paper.index.normalize().isin(local)]
+            real = sel["Real price"].to_numpy().reshape(-1, 24)
+            for k, col in (("paper DNN ens", "DNN Ensemble"), ("paper LEAR ens", "LEAR Ensemble")):
+                f = sel[col].to_numpy().reshape(-1, 24)
+                table[k] = (M.mae(real, f), M.rmae(real, f, naive), M.smape(real, f), M.rmse(real, f), np.nan, np.nan)
+            for n in [n for n in preds if "+" in n and not n.startswith("cqr_")]:
+                ens = blocks.pivot(preds[n].loc[rows.index, "q50"].to_numpy())
+                print(f"  DM p-value that {n} beats the paper's DNN ensemble: "
+                      f"{M.diebold_mariano(real, ens, sel['DNN Ensemble'].to_numpy()):.3g}; its LEAR ensemble: "
+                      f"{M.diebold_mariano(real, ens, sel['LEAR Ensemble'].to_numpy()):.3g}")
+        period = TEST_DAYS if args.phase == "test" else VALIDATION_DAYS
+        print(f"\n{code} {args.phase}, {len(days)} days ({'all' if len(days) >= period else 'subsampled'}), "
+              f"refit weekly on {args.train_days} days")
+        print(f"  {'model':<16} {'MAE':>7} {'rMAE':>6} {'sMAPE%':>7} {'RMSE':>7} {'cov80':>6} {'pinball':>8} {'fit+pred s':>10}")
+        for n, v in table.items():
+            print(f"  {n:<16} {v[0]:7.3f} {v[1]:6.3f} {v[2]:7.3f} {v[3]:7.3f} {v[4]:6.3f} {v[5]:8.3f} "
+                  f"{seconds.get(n, float('nan')):10.0f}")
+            summary.append({"market": code, "model": n, "mae": v[0], "rmae": v[1], "smape": v[2], "rmse": v[3],
+                            "cov80": v[4], "pinball": v[5], "days": len(days)})
+        if args.phase == "test":
+            d, l_ = PAPER[code]["DNN"], PAPER[code]["LEAR"]
+            print(f"  paper Table 3 (all 728 days): DNN ens MAE {d[0]:.3f} rMAE {d[1]:.3f}; LEAR ens MAE {l_[0]:.3f} "
+                  f"rMAE {l_[1]:.3f}")
+    if args.save:
+        pd.DataFrame(summary).to_csv(args.save / f"summary_{args.phase}.csv", index=False)
+
+
+def rescore(args) -> None:
+    """Score saved forecasts on day blocks next to the paper's forecasts of the same days; average combinations.
+
+    An average of saved member forecasts equals ``QuantileAverageEnsemble`` of those members (equal
+    weights), since every member was fitted on the same weekly windows.
+    """
+    from models import metrics as M
+    from models.dayblock import DayBlocks
+
+    for code in args.markets.split(","):
+        files = sorted(args.rescore.glob(f"{code}_{args.phase}_*.parquet"))
+        preds = {f.stem[len(f"{code}_{args.phase}_"):]: pd.read_parquet(f) for f in files}
+        if not preds:
+            continue
+        common = sorted(set.intersection(*(set(p["delivery_start"]) for p in preds.values())))
+        preds = {k: p.set_index("delivery_start").loc[common] for k, p in preds.items()}
+        for combo in filter(None, args.combine.split(",")):
+            members = combo.split("+")
+            if all(m in preds for m in members):
+                first = preds[members[0]]
+                avg = sum(preds[m][["q10", "q50", "q90"]] for m in members) / len(members)
+                preds[combo] = avg.assign(actual=first["actual"], market=first["market"], hour=first["hour"])
+        base = next(iter(preds.values())).reset_index()
+        blocks = DayBlocks.of(base)
+        actual = blocks.pivot(base["actual"].to_numpy())
+        naive = blocks.pivot(preds["naive"]["q50"].to_numpy()) if "naive" in preds else None
+        print(f"\n{code} {args.phase}: {len(blocks)} days from saved forecasts (MAE, rMAE, sMAPE %, RMSE, cov80, pinball)")
+        rows = {}
+        for k, p in preds.items():
+            q = {c: blocks.pivot(p[c].to_numpy()) for c in ("q10", "q50", "q90")}
+            rows[k] = (M.mae(actual, q["q50"]), M.rmae(actual, q["q50"], naive) if naive is not None else np.nan,
+                       M.smape(actual, q["q50"]), M.rmse(actual, q["q50"]), M.coverage(actual, q["q10"], q["q90"]),
+                       np.mean([M.pinball(actual, q[c], lv) for c, lv in (("q10", .1), ("q50", .5), ("q90", .9))]))
+        paper = paper_forecasts(code) if args.phase == "test" else None
+        if paper is not None:
+            sel = paper[paper.index.normalize().isin(blocks.days["day"])]
+            real = sel["Real price"].to_numpy().reshape(-1, 24)
+            for k, col in (("paper DNN ens", "DNN Ensemble"), ("paper LEAR ens", "LEAR Ensemble")):
+                f = sel[col].to_numpy().reshape(-1, 24)
+                rows[k] = (M.mae(real, f), M.rmae(real, f, naive) if naive is not None else np.nan, M.smape(real, f),
+                           M.rmse(real, f), np.nan, np.nan)
+            for k in [k for k in preds if "+" in k and not k.startswith("cqr_")]:
+                ours = blocks.pivot(preds[k]["q50"].to_numpy())
+                print(f"  DM p-value that {k} beats the paper's DNN ens {M.diebold_mariano(real, ours, sel['DNN Ensemble']):.3g}, "
+                      f"its LEAR ens {M.diebold_mariano(real, ours, sel['LEAR Ensemble']):.3g}")
+        for k, v in sorted(rows.items(), key=lambda kv: kv[1][0]):
+            print(f"  {k:<28} {v[0]:7.3f} {v[1]:6.3f} {v[2]:7.3f} {v[3]:7.3f} {v[4]:6.3f} {v[5]:8.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Quantile averaging: an ensemble forecaster whose quantile q is the weighted mean of its members' q.
+
+Averaging quantiles (Vincentization) of non-crossing members gives non-crossing quantiles; the
+output is sorted again anyway. Every member is fitted on the same frame.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+
+from models.forecaster import Forecaster, quantile_column
+
+
+class QuantileAverageEnsemble(Forecaster):
+    """Weighted quantile average of unfitted member forecasters (equal weights by default)."""
+
+    def __init__(self, members: list[Forecaster] | tuple[Forecaster, ...], weights: tuple[float, ...] | None = None):
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        w = np.ones(len(members)) if weights is None else np.asarray(weights, dtype=float)
+        if len(w) != len(members) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"weights {weights!r} must be {len(members)} non-negative numbers with a positive sum")
+        self.members = list(members)
+        self.weights = tuple(float(x) for x in w / w.sum())
+
+    def _fit(self, frame: pd.DataFrame, y: np.ndarray) -> None:
+        target = pd.Series(y, index=frame.index)
+        self.fitted_members_ = [copy.deepcopy(m).fit(frame, target) for m in self.members]
+        inputs: list[str] = []
+        for m in self.fitted_members_:
+            inputs += [c for c in m.input_columns_ if c not in inputs]
+        self._inputs = tuple(inputs)
+        self.unused_columns_ = ()
+        self.required_columns = tuple(dict.fromkeys(c for m in self.fitted_members_ for c in m.required_columns))
+
+    def _check_not_all_missing(self, frame: pd.DataFrame) -> None:
+        for m in self.fitted_members_:
+            m._check_not_all_missing(frame)
+
+    def _predict(self, frame: pd.DataFrame, quantiles: tuple[float, ...]) -> np.ndarray:
+        cols = [quantile_column(q) for q in quantiles]
+        parts = [m.predict(frame, quantiles)[cols].to_numpy() for m in self.fitted_members_]
+        return np.tensordot(np.asarray(self.weights), np.stack(parts), axes=1)

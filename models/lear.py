@@ -1,0 +1,165 @@
+"""LEAR: the LASSO-estimated autoregressive model of Lago et al. (2021), on Aurum day blocks.
+
+For each market and local hour h a LASSO regresses the price of hour h of day D on the 24 hourly
+prices of days D-1, D-2, D-3 and D-7 (the same-hour lags of all 24 rows of day D), the exogenous
+day-ahead forecasts of all 24 hours of day D, and 7 weekday dummies. As in epftoolbox:
+
+- inputs (except the dummies) and the target are scaled per column with the median and the MAD
+  (normal-consistent) of the calibration window, then transformed with ``asinh``; forecasts are
+  transformed back;
+- the penalty of each hour is chosen by AIC on the LARS path (``LassoLarsIC``), then the LASSO is
+  refitted with it. ``alpha_rule="epftoolbox"`` reproduces the published toolbox, which ran on
+  scikit-learn < 1.2 where ``LassoLarsIC`` normalised its columns to unit norm: the alpha chosen on
+  normalised columns is applied to the unnormalised ones (a weaker penalty); ``"aic"`` applies the
+  AIC choice consistently;
+- the model is fitted on the last ``window`` days of the training frame for each window, and the
+  ensemble averages the windows' forecasts (in price space).
+
+Differences to the paper: the exogenous forecasts of D-1 and D-7 are not inputs (a serving request
+holds only day D's rows). Quantiles are the ensemble forecast plus per-hour quantiles of the
+in-sample residuals of the longest window (optimistic: wrap it in ``ConformalForecaster``).
+Missing inputs: hours are interpolated inside a day (see :mod:`models.dayblock`); a feature missing
+for a whole day takes its training median (0 after scaling). Training days with any missing input or
+target value after interpolation are dropped (counted in ``dropped_days``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.errors import FeatureFrameError
+from models.dayblock import HOURS, DayBlocks
+from models.featureframe import EXOGENOUS_FEATURES
+from models.forecaster import MarketwiseForecaster, ResidualQuantiles
+
+PRICE_LAGS: tuple[str, ...] = ("price_lag_P1D", "price_lag_P2D", "price_lag_P3D", "price_lag_P7D")
+
+
+class InvariantScaler:
+    """``asinh((x - median) / MAD)`` per column; a zero MAD falls back to the standard deviation, then 1."""
+
+    def __init__(self, x: np.ndarray):
+        from scipy.stats import median_abs_deviation
+
+        self.median = np.median(x, axis=0)
+        mad = median_abs_deviation(x, axis=0, scale="normal")
+        std = np.std(x, axis=0)
+        self.mad = np.where(mad > 0, mad, np.where(std > 0, std, 1.0))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return np.arcsinh((x - self.median) / self.mad)
+
+    def inverse(self, z: np.ndarray) -> np.ndarray:
+        return np.sinh(z) * self.mad + self.median
+
+
+@dataclass
+class _WindowModel:
+    """One calibration window's 24 hourly LASSOs, as coefficient arrays (no estimator objects kept)."""
+
+    window: int
+    days_used: int
+    x_scaler: InvariantScaler
+    y_scaler: InvariantScaler
+    coef: np.ndarray  # (24, n_inputs)
+    intercept: np.ndarray  # (24,)
+    alpha: np.ndarray  # (24,)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        z = self._scale(x)
+        return self.y_scaler.inverse(z @ self.coef.T + self.intercept)
+
+    def _scale(self, x: np.ndarray) -> np.ndarray:
+        z = x.copy()
+        z[:, :-7] = self.x_scaler.transform(x[:, :-7])
+        return np.where(np.isnan(z), 0.0, z)  # a day-long gap takes the training median
+
+
+@dataclass
+class _MarketLEAR:
+    columns: list[str]
+    windows: list[_WindowModel]
+    residuals: ResidualQuantiles
+    dropped_days: int
+
+
+class LEAR(MarketwiseForecaster):
+    """An ensemble of per-hour LASSO models over several calibration windows (in days)."""
+
+    required_columns = ("hour", "weekday")
+
+    def __init__(self, windows: tuple[int, ...] = (56, 84, 364, 728), *, alpha_rule: str = "epftoolbox",
+                 exogenous: tuple[str, ...] = EXOGENOUS_FEATURES, max_iter: int = 2500):
+        if not windows or any(int(w) < 7 for w in windows):
+            raise ValueError(f"windows {windows!r} must be calibration lengths of at least 7 days")
+        if alpha_rule not in ("epftoolbox", "aic"):
+            raise ValueError(f"alpha_rule {alpha_rule!r} must be 'epftoolbox' or 'aic'")
+        self.windows = tuple(int(w) for w in windows)
+        self.alpha_rule = alpha_rule
+        self.exogenous = tuple(exogenous)
+        self.max_iter = max_iter
+
+    def _design(self, frame: pd.DataFrame, columns: list[str]) -> tuple[DayBlocks, np.ndarray]:
+        blocks = DayBlocks.of(frame)
+        cube = blocks.pivot(frame[columns + ["weekday"]].to_numpy(dtype=float))  # (days, 24, k+1)
+        x = cube[:, :, :-1].transpose(0, 2, 1).reshape(len(blocks), -1)  # feature-major, then hour
+        weekday = np.rint(np.nanmedian(cube[:, :, -1], axis=1))
+        dummies = (weekday[:, None] == np.arange(7)[None, :]).astype(float)
+        return blocks, np.hstack([x, dummies])
+
+    def _fit_market(self, frame: pd.DataFrame, y: np.ndarray):
+        used, unused = self.usable(frame, [*PRICE_LAGS, *self.exogenous])
+        missing_lags = [c for c in PRICE_LAGS if c not in used]
+        if missing_lags:
+            raise FeatureFrameError(f"LEAR needs {missing_lags[0]!r}, NaN in every training row of market "
+                                    f"{frame['market'].iat[0]!r}", column=missing_lags[0])
+        frame = frame.assign(_y=y)
+        blocks, x = self._design(frame, used)
+        target = blocks.pivot(frame["_y"].to_numpy())
+        ok = ~(np.isnan(x).any(axis=1) | np.isnan(target).any(axis=1))
+        x, target = x[ok], target[ok]
+        if len(x) < 7:
+            raise FeatureFrameError(f"LEAR needs at least 7 complete training days for market "
+                                    f"{frame['market'].iat[0]!r}, got {len(x)}")
+        models = [self._fit_window(x[-w:], target[-w:], w) for w in self.windows]
+        longest = models[int(np.argmax([m.days_used for m in models]))]
+        n = longest.days_used
+        resid = target[-n:] - longest.predict(x[-n:])
+        hours = np.tile(np.arange(HOURS), n)
+        state = _MarketLEAR(used, models, ResidualQuantiles(hours, resid.ravel()), int((~ok).sum()))
+        return state, used, unused
+
+    def _fit_window(self, x: np.ndarray, y: np.ndarray, window: int) -> _WindowModel:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import Lasso, LassoLarsIC
+
+        xs, ys = InvariantScaler(x[:, :-7]), InvariantScaler(y)
+        z = np.hstack([xs.transform(x[:, :-7]), x[:, -7:]])
+        zy = ys.transform(y)
+        if self.alpha_rule == "epftoolbox":
+            centred = z - z.mean(axis=0)
+            norm = np.sqrt((centred**2).sum(axis=0))
+            z_ic = centred / np.where(norm > 0, norm, 1.0)
+        else:
+            z_ic = z
+        coef = np.zeros((HOURS, z.shape[1]))
+        intercept = np.zeros(HOURS)
+        alphas = np.zeros(HOURS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            for h in range(HOURS):
+                ic = LassoLarsIC(criterion="aic", max_iter=self.max_iter, noise_variance=max(np.var(zy[:, h]), 1e-12))
+                alpha = float(ic.fit(z_ic, zy[:, h]).alpha_)
+                model = Lasso(alpha=max(alpha, 1e-10), max_iter=self.max_iter).fit(z, zy[:, h])
+                coef[h], intercept[h], alphas[h] = model.coef_, model.intercept_, alpha
+        return _WindowModel(window, len(x), xs, ys, coef, intercept, alphas)
+
+    def _predict_market(self, state: _MarketLEAR, frame: pd.DataFrame, quantiles):
+        blocks, x = self._design(frame, state.columns)
+        point = np.mean([m.predict(x) for m in state.windows], axis=0)  # (days, 24)
+        rows = blocks.unpivot(point)
+        return rows[:, None] + state.residuals.shift(frame["hour"].to_numpy(), quantiles)

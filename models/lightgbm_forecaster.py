@@ -1,0 +1,143 @@
+"""Gradient-boosted quantile regression (LightGBM) on the feature rows of ``day_ahead_v1``.
+
+One LightGBM booster per fitted quantile level (pinball objective), per market, and either one
+booster for all hours (``structure="pooled"``, the hour is a feature) or one per local hour
+(``"per_hour"``). ``inputs="day_block"`` adds, to each row, the whole day's context from the rows
+of the same delivery day: the 24 hourly prices of D-1 (``price_lag_P1D`` of each hour) and the
+exogenous forecasts of every hour of D, plus their daily mean, min and max. ``target_transform``
+``"asinh"`` fits in ``asinh((price - median) / MAD)`` space (median and MAD of the training
+target) and transforms back; quantiles are equivariant under this monotone map.
+
+The defaults (pooled, day-block inputs, raw target) are the structure chosen on the EPF
+validation year (see docs/models.md).
+
+Missing inputs are left NaN: LightGBM routes them to the side learned in training (counted in
+``missing_inputs``). Requested quantiles between fitted levels are linearly interpolated; outside
+the fitted range they are a :class:`QuantileError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.errors import QuantileError
+from models.dayblock import HOURS, DayBlocks
+from models.featureframe import CALENDAR_FEATURES, EXOGENOUS_FEATURES, PRICE_FEATURES
+from models.forecaster import DEFAULT_QUANTILES, MarketwiseForecaster, check_quantiles
+from models.lear import InvariantScaler
+
+DEFAULT_PARAMS: dict[str, object] = {
+    "learning_rate": 0.1, "max_bin": 63, "num_leaves": 31, "min_data_in_leaf": 20, "feature_fraction": 0.8,
+    "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+}
+
+
+@dataclass
+class _MarketGBM:
+    columns: list[str]
+    block_columns: list[str]
+    scaler: InvariantScaler | None
+    boosters: dict[tuple[int, float], object] = field(default_factory=dict)  # (hour or -1, quantile)
+
+
+class LightGBMForecaster(MarketwiseForecaster):
+    """LightGBM quantile regression; see the module docstring for the structure options."""
+
+    def __init__(self, quantiles: tuple[float, ...] = DEFAULT_QUANTILES, *, structure: str = "pooled",
+                 inputs: str = "day_block", target_transform: str = "none", n_estimators: int = 200,
+                 params: dict[str, object] | None = None, n_jobs: int = 2, seed: int = 0):
+        if structure not in ("pooled", "per_hour"):
+            raise ValueError(f"structure {structure!r} must be 'pooled' or 'per_hour'")
+        if inputs not in ("same_hour", "day_block"):
+            raise ValueError(f"inputs {inputs!r} must be 'same_hour' or 'day_block'")
+        if target_transform not in ("asinh", "none"):
+            raise ValueError(f"target_transform {target_transform!r} must be 'asinh' or 'none'")
+        self.quantiles = check_quantiles(quantiles)
+        self.structure, self.inputs, self.target_transform = structure, inputs, target_transform
+        self.n_estimators, self.params, self.n_jobs, self.seed = n_estimators, dict(params or {}), n_jobs, seed
+
+    # ------------------------------------------------------------ design
+
+    def _design(self, frame: pd.DataFrame, columns: list[str], block_columns: list[str]) -> np.ndarray:
+        x = frame[columns].to_numpy(dtype=float)
+        if not block_columns:
+            return x
+        blocks = DayBlocks.of(frame)
+        cube = blocks.pivot(frame[block_columns].to_numpy(dtype=float))  # (days, 24, k)
+        wide = cube.transpose(0, 2, 1).reshape(len(blocks), -1)
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                stats = np.hstack([np.nanmean(cube, axis=1), np.nanmin(cube, axis=1), np.nanmax(cube, axis=1)])
+        per_day = np.hstack([wide, stats])
+        return np.hstack([x, per_day[blocks.block]])
+
+    def _fit_market(self, frame: pd.DataFrame, y: np.ndarray):
+        import lightgbm as lgb
+
+        candidates = [*PRICE_FEATURES, *EXOGENOUS_FEATURES, *CALENDAR_FEATURES]
+        used, unused = self.usable(frame, candidates)
+        block = []
+        if self.inputs == "day_block":
+            block = ["price_lag_P1D"] + [c for c in EXOGENOUS_FEATURES if c in used and c != "fuel_price_eur_mwh"]
+        scaler = InvariantScaler(y[:, None]) if self.target_transform == "asinh" else None
+        z = scaler.transform(y[:, None])[:, 0] if scaler else y
+        x = self._design(frame, used, block)
+        state = _MarketGBM(used, block, scaler)
+        hours = frame["hour"].to_numpy()
+        groups = [(-1, np.ones(len(frame), bool))] if self.structure == "pooled" else \
+            [(h, hours == h) for h in range(HOURS)]
+        for h, mask in groups:
+            if not mask.any():
+                continue
+            data = lgb.Dataset(x[mask], z[mask], free_raw_data=True, params={"verbose": -1})
+            for q in self.quantiles:
+                params = {**DEFAULT_PARAMS, **self.params, "objective": "quantile", "alpha": q, "verbose": -1,
+                          "num_threads": self.n_jobs, "seed": self.seed, "deterministic": True}
+                state.boosters[(h, q)] = lgb.train(params, data, num_boost_round=self.n_estimators)
+        return state, used, unused
+
+    def _predict_market(self, state: _MarketGBM, frame: pd.DataFrame, quantiles):
+        lo, hi = self.quantiles[0], self.quantiles[-1]
+        for q in quantiles:
+            if q < lo - 1e-12 or q > hi + 1e-12:
+                raise QuantileError(f"quantile {q!r} is outside the fitted levels {self.quantiles!r}; "
+                                    f"refit with quantiles=... to include it")
+        x = self._design(frame, state.columns, state.block_columns)
+        fitted = np.zeros((len(frame), len(self.quantiles)))
+        hours = frame["hour"].to_numpy()
+        for j, q in enumerate(self.quantiles):
+            if self.structure == "pooled":
+                fitted[:, j] = state.boosters[(-1, q)].predict(x, num_threads=self.n_jobs)
+            else:
+                for h in np.unique(hours):
+                    booster = state.boosters.get((int(h), q))
+                    if booster is None:  # an hour never seen in training (e.g. only on DST days)
+                        booster = state.boosters[(min({k[0] for k in state.boosters}, key=lambda k: abs(k - h)), q)]
+                    m = hours == h
+                    fitted[m, j] = booster.predict(x[m], num_threads=self.n_jobs)
+        fitted = np.sort(fitted, axis=1)  # non-crossing before interpolation
+        if state.scaler is not None:
+            fitted = state.scaler.inverse(fitted.reshape(-1, 1)).reshape(fitted.shape)
+        return interpolate_levels(fitted, self.quantiles, quantiles)
+
+
+def interpolate_levels(values: np.ndarray, levels: tuple[float, ...], quantiles: tuple[float, ...]) -> np.ndarray:
+    """Columns for ``quantiles`` from sorted columns at ``levels``, linear in the level, inside their range."""
+    lv = np.asarray(levels)
+    out = np.empty((values.shape[0], len(quantiles)))
+    for j, q in enumerate(quantiles):
+        k = int(np.clip(np.searchsorted(lv, q), 1, len(lv) - 1)) if len(lv) > 1 else 0
+        if len(lv) == 1 or np.isclose(q, lv[k]):
+            out[:, j] = values[:, k]
+        elif np.isclose(q, lv[k - 1]):
+            out[:, j] = values[:, k - 1]
+        else:
+            w = (q - lv[k - 1]) / (lv[k] - lv[k - 1])
+            out[:, j] = (1 - w) * values[:, k - 1] + w * values[:, k]
+    return out

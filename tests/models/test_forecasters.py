@@ -1,0 +1,168 @@
+"""Behaviour of the forecasters on seeded synthetic and hand-built frames."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import days_between
+
+from features.errors import FeatureFrameError, NotFittedError, QuantileError
+from models.ensemble import QuantileAverageEnsemble
+from models.forecaster import check_quantiles, quantile_column
+from models.lear import LEAR
+from models.lightgbm_forecaster import LightGBMForecaster
+from models.naive import WeeklyNaive
+
+
+@pytest.fixture(scope="module")
+def split(syn):
+    features, target = syn
+    train = days_between(features, "2023-01-15", "2023-03-20")
+    test = days_between(features, "2023-03-20", "2023-04-03")  # contains the spring DST day 2023-03-26
+    return features, target, train, test
+
+
+def test_weekly_naive_median_is_the_weekly_lag_exactly(split):
+    features, target, train, test = split
+    out = WeeklyNaive().fit(features[train], target[train]).predict(features[test])
+    lag = features.loc[test, "price_lag_P7D"]
+    have = lag.notna().to_numpy()
+    assert (out["q50"].to_numpy()[have] == lag.to_numpy()[have]).all()
+    assert (out.loc[~have, "missing_inputs"] == 1).all()  # a lag missing is imputed and counted
+    assert out["q10"].notna().all()
+
+
+@pytest.mark.parametrize("model", [WeeklyNaive(), LEAR(windows=(28, 56)),
+                                   LightGBMForecaster(quantiles=(0.05, 0.1, 0.5, 0.9, 0.95), n_estimators=30)],
+                         ids=["naive", "lear", "lgbm"])
+def test_quantiles_are_named_sorted_and_never_cross(split, model):
+    features, target, train, test = split
+    out = model.fit(features[train], target[train]).predict(features[test], quantiles=[0.9, 0.1, 0.5, 0.05, 0.95])
+    assert list(out.columns) == ["q5", "q10", "q50", "q90", "q95", "missing_inputs"]
+    assert out.index.equals(features[test].index)
+    values = out.drop(columns="missing_inputs").to_numpy()
+    assert np.isfinite(values).all()
+    assert (np.diff(values, axis=1) >= 0).all()
+
+
+def test_lightgbm_interpolates_between_fitted_levels_and_refuses_outside(split):
+    features, target, train, test = split
+    m = LightGBMForecaster(n_estimators=20, inputs="same_hour", target_transform="asinh")
+    m.fit(features[train], target[train])
+    out = m.predict(features[test], quantiles=(0.1, 0.3, 0.5))
+    assert ((out["q10"] <= out["q30"]) & (out["q30"] <= out["q50"])).all()
+    with pytest.raises(QuantileError, match="0.02"):
+        m.predict(features[test], quantiles=(0.02, 0.5))
+
+
+def _planted_days(n_days: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
+    """Hand-built frame in UTC (no DST) whose price is linear in the lags and the load of each hour."""
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2021-01-01", tz="UTC")
+    ds = pd.date_range(start, periods=n_days * 24, freq="h")
+    lag1 = rng.normal(50, 8, len(ds))
+    lag7 = rng.normal(50, 8, len(ds))
+    load = rng.normal(1000, 100, len(ds))
+    y = 5 + 0.6 * lag1 + 0.3 * lag7 + 0.02 * (load - 1000) + rng.normal(0, 0.3, len(ds))
+    frame = pd.DataFrame({
+        "market": "UTC_TEST", "delivery_start": ds, "price_lag_P1D": lag1,
+        "price_lag_P2D": rng.normal(50, 8, len(ds)), "price_lag_P3D": rng.normal(50, 8, len(ds)),
+        "price_lag_P7D": lag7, "load_forecast_mw": load, "hour": ds.hour, "weekday": ds.weekday,
+    })
+    return frame, pd.Series(y)
+
+
+def test_lear_recovers_a_planted_linear_relation():
+    features, target = _planted_days(240, seed=5)
+    train = np.arange(len(features)) < 200 * 24
+    m = LEAR(windows=(120, 200)).fit(features[train], target[train])
+    out = m.predict(features[~train])
+    err = np.abs(out["q50"].to_numpy() - target[~train].to_numpy())
+    # noise sd 0.3 (mean |e| 0.24); LEAR fits in asinh space, where the planted line bends a little
+    assert err.mean() < 1.0
+    naive = np.abs(features.loc[~train, "price_lag_P7D"].to_numpy() - target[~train].to_numpy()).mean()
+    assert err.mean() < naive / 6  # the weekly naive errs by ~6.2 here
+    assert "wind_forecast_mw" not in m.input_columns_  # absent features are not used
+
+
+@pytest.mark.parametrize("model", [LEAR(windows=(28,)), LightGBMForecaster(n_estimators=20)], ids=["lear", "lgbm"])
+def test_dst_days_give_23_and_25_predictions(syn, model):
+    features, target = syn
+    for train_span, day, hours in ((("2023-02-01", "2023-03-26"), "2023-03-26", 23),
+                                   (("2023-09-01", "2023-10-29"), "2023-10-29", 25)):
+        train = days_between(features, *train_span)
+        rows = days_between(features, day, (pd.Timestamp(day) + pd.Timedelta(days=1)).strftime("%Y-%m-%d"))
+        assert rows.sum() == hours
+        out = model.fit(features[train], target[train]).predict(features[rows])
+        assert len(out) == hours and out.index.equals(features[rows].index)
+        assert out["q50"].notna().all()
+
+
+def test_the_day_after_spring_dst_counts_the_missing_lag(syn):
+    features, target = syn
+    train = days_between(features, "2023-02-01", "2023-03-27")
+    rows = days_between(features, "2023-03-27", "2023-03-28")  # hour 2 of D-1 did not exist
+    out = LEAR(windows=(28,)).fit(features[train], target[train]).predict(features[rows])
+    hour2 = (features.loc[rows, "hour"] == 2).to_numpy()
+    assert out.loc[hour2, "missing_inputs"].iloc[0] >= 1
+    assert np.isfinite(out["q50"]).all()
+
+
+def test_errors_name_the_bad_column_or_value(split):
+    features, target, train, test = split
+    m = WeeklyNaive().fit(features[train], target[train])
+    with pytest.raises(FeatureFrameError, match="'price_lag_P7D'") as e:
+        m.predict(features[test].drop(columns="price_lag_P7D"))
+    assert e.value.column == "price_lag_P7D"
+    with pytest.raises(FeatureFrameError, match="unknown column 'price_lag_P8D'"):
+        m.predict(features[test].assign(price_lag_P8D=1.0))
+    with pytest.raises(FeatureFrameError, match="'price_lag_P7D' is NaN in every row"):
+        m.predict(features[test].assign(price_lag_P7D=np.nan))
+    with pytest.raises(FeatureFrameError, match="'load_forecast_mw' holds an infinite value"):
+        m.predict(features[test].assign(load_forecast_mw=np.inf))
+    with pytest.raises(FeatureFrameError, match="market 'FR' was not in the training data"):
+        m.predict(features[test].assign(market="FR"))
+    with pytest.raises(FeatureFrameError, match="tz-aware"):
+        m.predict(features[test].assign(delivery_start=features.loc[test, "delivery_start"].dt.tz_localize(None)))
+    with pytest.raises(FeatureFrameError, match="duplicated row"):
+        m.predict(pd.concat([features[test], features[test].head(1)]))
+    with pytest.raises(QuantileError, match="1.5"):
+        m.predict(features[test], quantiles=(0.5, 1.5))
+    with pytest.raises(QuantileError, match="repeat"):
+        check_quantiles([0.5, 0.5])
+    with pytest.raises(NotFittedError):
+        WeeklyNaive().predict(features[test])
+    with pytest.raises(FeatureFrameError, match="target is NaN in every row"):
+        WeeklyNaive().fit(features[train], pd.Series(np.nan, index=features[train].index))
+
+
+def test_nan_targets_are_dropped_and_counted(split):
+    features, target, train, _ = split
+    y = target[train].copy()
+    y.iloc[:5] = np.nan
+    m = WeeklyNaive().fit(features[train], y)
+    assert m.dropped_target_rows_ == 5
+
+
+def test_quantile_column_names_are_deterministic():
+    assert [quantile_column(q) for q in (0.1, 0.5, 0.9, 0.025, 0.975)] == ["q10", "q50", "q90", "q2.5", "q97.5"]
+
+
+def test_ensemble_averages_member_quantiles(split):
+    features, target, train, test = split
+    a, b = WeeklyNaive(), LEAR(windows=(28,))
+    ens = QuantileAverageEnsemble([a, b]).fit(features[train], target[train])
+    got = ens.predict(features[test])
+    pa = a.fit(features[train], target[train]).predict(features[test])
+    pb = b.fit(features[train], target[train]).predict(features[test])
+    np.testing.assert_allclose(got["q50"], (pa["q50"] + pb["q50"]) / 2)
+    assert "weekday" in ens.required_columns  # LEAR's needs travel up (the MLflow signature lists them)
+    assert (got["q10"] <= got["q50"]).all() and (got["q50"] <= got["q90"]).all()
+
+
+def test_lightgbm_per_hour_day_block_structure_runs_and_does_not_cross(split):
+    features, target, train, test = split
+    m = LightGBMForecaster(structure="per_hour", inputs="day_block", target_transform="none", n_estimators=5)
+    out = m.fit(features[train], target[train]).predict(features[test])
+    assert len(m.models_["SYN_NORTH"].boosters) == 24 * 3
+    assert ((out["q10"] <= out["q50"]) & (out["q50"] <= out["q90"])).all()
+    assert len(out) == test.sum()  # includes the 23-hour spring day

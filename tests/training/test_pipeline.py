@@ -1,0 +1,92 @@
+"""The training pipeline end to end on the synthetic market: real Feast, a real MLflow store (SQLite)."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import featurestore
+from features.errors import ConfigurationError, RegistryError, RegistryUnavailableError, TrainingDataError, UnknownMarketError
+from features.settings import AurumSettings, MlflowSettings
+from models import mlflow_model as ml
+from training import approval, pipeline, tracking
+from training.specs import ModelSpec
+
+MARKET = "SYN_NORTH"
+
+
+@pytest.fixture
+def settings(market_env, tmp_path):
+    """The shared market's lake and feature store, with an MLflow store of this test alone."""
+    return AurumSettings(home=market_env.settings.home, mlflow=MlflowSettings(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=(tmp_path / "artifacts").as_uri()))
+
+
+def test_train_register_approve_reject_rollback_and_serve_the_champion(settings, market_env):
+    session = pipeline.Session.open(settings)
+    name = tracking.model_name(settings, MARKET)
+    # The weekly naive forecast cannot become the first champion: it does not beat itself.
+    naive = pipeline.train(settings, MARKET, ModelSpec.of("naive"), backtest_days=21, session=session)
+    assert naive.version == "1" and not naive.decision.promote and "rMAE" in naive.decision.reason
+    assert ml.alias_version(name, approval.CHAMPION) is None
+    assert ml.alias_version(name, approval.CHALLENGER).version == "1"
+
+    lear = pipeline.train(settings, MARKET, ModelSpec.of("lear", windows=[56, 84]), backtest_days=21, session=session)
+    assert lear.decision.promote, lear.decision.reason
+    assert ml.alias_version(name, approval.CHAMPION).version == lear.version == "2"
+    assert lear.comparison.loc["candidate", "mae"] < lear.comparison.loc["naive", "mae"]
+
+    run = ml.run_record(lear.run_id)
+    assert run["params"]["feature_service"] == "day_ahead_v1" and run["params"]["model"] == "lear"
+    assert "rmae" in run["metrics"] and "dm_p_vs_naive" in run["metrics"] and "naive.mae" in run["metrics"]
+    assert any(k.startswith("lineage.snapshot:features.price_features") for k in run["tags"])
+    assert run["tags"]["git_commit"] != ""
+    record = ml.version(name, "2")
+    assert ModelSpec.from_json(record.tags["model_spec"]) == ModelSpec.of("lear", windows=[56, 84])
+    assert record.tags["approval.decision"] == "approved"
+
+    # A worse candidate is rejected against the champion, on the same window, with the reason recorded.
+    worse = pipeline.train(settings, MARKET, ModelSpec.of("naive"), backtest_days=21, session=session)
+    assert not worse.decision.promote and "champion" in worse.decision.reason
+    assert ml.alias_version(name, approval.CHAMPION).version == "2"
+    assert ml.version(name, worse.version).tags["approval.decision"] == "rejected"
+
+    # A person promotes version 3 anyway, then rolls back; both are recorded with who and why.
+    assert pipeline.promote(settings, MARKET, worse.version, "testing the override", who="tester") == "2"
+    assert ml.alias_version(name, approval.CHAMPION).version == worse.version
+    assert pipeline.rollback(settings, MARKET, "override was a mistake", who="tester") == "2"
+    assert ml.alias_version(name, approval.CHAMPION).version == "2"
+    log = approval.history(settings, name)
+    assert [e["action"] for e in log[:2]] == ["rollback", "promote"] and log[0]["who"] == "tester"
+    assert log[0]["why"] == "override was a mistake"
+
+    # Serving's view: load the champion by alias and forecast a day from the online store.
+    featurestore.materialize(session.store, dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc),
+                             dt.datetime(2024, 4, 16, tzinfo=dt.timezone.utc))
+    online = featurestore.online_day(session.store, "day_ahead_v1", MARKET, dt.date(2024, 4, 12), "Europe/Berlin")
+    model = ml.load_forecaster(f"models:/{name}@champion")
+    out = model.predict(ml.pyfunc_input(online.drop(columns=["known_at", "feature_age", "stale"])),
+                        params={"quantiles": [0.1, 0.5, 0.9]})
+    assert len(out) == 24 and out[["q10", "q50", "q90"]].notna().all().all()
+    assert (np.diff(out[["q10", "q50", "q90"]].to_numpy(), axis=1) >= 0).all()
+
+
+def test_bad_requests_fail_clearly_and_register_nothing(settings, tmp_path):
+    with pytest.raises(ConfigurationError, match="unknown model 'xgb'"):
+        ModelSpec.of("xgb")
+    with pytest.raises(ConfigurationError, match="has no parameter 'depth'"):
+        ModelSpec.of("lgbm", depth=3)
+    session = pipeline.Session.open(settings)
+    with pytest.raises(UnknownMarketError):
+        pipeline.train(settings, "NOWHERE", ModelSpec.of("naive"), session=session)
+    with pytest.raises(TrainingDataError, match="needs at least"):
+        pipeline.train(settings, MARKET, ModelSpec.of("naive"), backtest_days=400, session=session)
+    assert ml.versions(tracking.model_name(settings, MARKET)) == []
+    with pytest.raises(RegistryError, match="no champion"):
+        pipeline.rollback(settings, MARKET, "nothing to roll back")
+    # an unreachable registry fails before any work
+    down = settings.model_copy(update={"mlflow": MlflowSettings(
+        tracking_uri="postgresql+psycopg2://postgres@127.0.0.1:1/none")})
+    with pytest.raises(RegistryUnavailableError, match="does not answer"):
+        pipeline.train(down, MARKET, ModelSpec.of("naive"))

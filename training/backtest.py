@@ -1,0 +1,182 @@
+"""Rolling-origin backtests that mimic operations.
+
+The test period is walked day by day. Day D is forecast with a model fitted at the issue time of
+the first day of its refit block (gate closure on that day's D-1): the model learns only from rows
+whose delivery day came before the block and whose target was public at that issue time, and it
+forecasts D from D's own features, which the feature service returns as known at D's issue time.
+Refitting every ``refit_days`` days (1 = daily, as operations would) bounds the cost.
+
+Every forecast row records when it was issued and when its model was fitted, so a reader can check
+that nothing was used before it was known (``tests/training/test_backtest.py`` does).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.errors import TrainingDataError
+from models.dayblock import DayBlocks
+from models.forecaster import DEFAULT_QUANTILES, Forecaster, quantile_column
+from models.metrics import diebold_mariano, score
+from training.dataset import ISSUED_AT, TARGET, TrainingData, known_targets
+
+NAIVE = "price_lag_P7D"
+
+
+@dataclass(frozen=True)
+class BacktestWindow:
+    """The local delivery days ``[start, end)`` to forecast, the refit cadence and the training window."""
+
+    start: dt.date
+    end: dt.date
+    refit_days: int = 7
+    train_days: int | None = None  # None: all history before each refit; else the last N days
+
+    def __post_init__(self):
+        if self.end <= self.start:
+            raise TrainingDataError(f"backtest window [{self.start}, {self.end}) is empty; expected end after start")
+        if self.refit_days < 1:
+            raise TrainingDataError(f"refit_days {self.refit_days!r} must be at least 1")
+        if self.train_days is not None and self.train_days < 7:
+            raise TrainingDataError(f"train_days {self.train_days!r} must be at least 7 (one week)")
+
+
+@dataclass
+class Backtest:
+    """Forecasts of every hour of the window, and their scores."""
+
+    name: str
+    window: BacktestWindow
+    forecasts: pd.DataFrame  # market, delivery_start, day, hour, issued_at, fitted_at, train_rows, actual, naive, q.., missing_inputs
+    quantiles: tuple[float, ...]
+    fits: int = 0
+    seconds: float = 0.0
+    metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def quantile_columns(self) -> list[str]:
+        return [quantile_column(q) for q in self.quantiles]
+
+    def overall(self) -> dict[str, float]:
+        m = self.metrics
+        return dict(zip(m.loc[m["hour"] == "all", "metric"], m.loc[m["hour"] == "all", "value"]))
+
+    def by_hour(self, metric: str = "mae") -> pd.Series:
+        m = self.metrics
+        m = m[(m["hour"] != "all") & (m["metric"] == metric)]
+        return pd.Series(m["value"].to_numpy(), index=m["hour"].astype(int).to_numpy(), name=metric)
+
+
+def model_inputs(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    """The columns a forecaster takes: keys, features and the feature store's missing count."""
+    return frame[["market", "delivery_start", *features, "missing_features"]]
+
+
+def run(data: TrainingData, make_model: Callable[[], Forecaster], window: BacktestWindow, *,
+        name: str = "model", quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
+        progress: Callable[[int, int], None] | None = None) -> Backtest:
+    """Forecast every day of ``window`` as operations would have; see the module docstring.
+
+    Raises:
+        TrainingDataError: the window lies outside the data, or a refit has no known targets.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    frame = data.frame
+    days = data.days
+    test_days = sorted(d for d in days.unique() if window.start <= d.date() < window.end)
+    if not test_days:
+        raise TrainingDataError(
+            f"backtest window [{window.start}, {window.end}) has no day in the data of market "
+            f"{data.market.code!r}, which spans {data.first_day()} to {data.last_day()}")
+    out, fits = [], 0
+    for b in range(0, len(test_days), window.refit_days):
+        block = test_days[b:b + window.refit_days]
+        first = block[0]
+        issued = pd.to_datetime(frame.loc[days == first, ISSUED_AT], utc=True).min()
+        train = known_targets(data, issued) & (days < first).to_numpy()
+        if window.train_days is not None:
+            train &= (days >= first - pd.Timedelta(days=window.train_days)).to_numpy()
+        if not train.any():
+            raise TrainingDataError(
+                f"no target of market {data.market.code!r} was known at {issued.isoformat()} (issue time of "
+                f"{first.date()}); the backtest needs history before {window.start}")
+        rows = frame[train]
+        model = make_model().fit(model_inputs(rows, data.features), rows[TARGET])
+        fits += 1
+        test = frame[days.isin(block).to_numpy()]
+        pred = model.predict(model_inputs(test, data.features), quantiles)
+        part = pd.DataFrame({
+            "market": data.market.code, "delivery_start": test["delivery_start"].to_numpy(), "day": days[test.index].dt.date.to_numpy(),
+            "hour": test["hour"].to_numpy() if "hour" in test else np.nan,
+            "issued_at": test[ISSUED_AT].to_numpy(), "fitted_at": issued, "train_rows": int(train.sum()),
+            "train_last_target_known_at": pd.to_datetime(rows["target_known_at"], utc=True).max(),
+            "actual": test[TARGET].to_numpy(),
+            "naive": weekly_naive(test),
+        })
+        for c in pred.columns:
+            part[c] = pred[c].to_numpy()
+        out.append(part)
+        if progress:
+            progress(min(b + window.refit_days, len(test_days)), len(test_days))
+    forecasts = pd.concat(out, ignore_index=True)
+    bt = Backtest(name, window, forecasts, tuple(sorted(quantiles)), fits, time.perf_counter() - t0)
+    bt.metrics = scores(bt)
+    return bt
+
+
+def weekly_naive(frame: pd.DataFrame) -> np.ndarray:
+    """The weekly naive forecast of each row, the rMAE denominator: the price one week before, with an
+    hour that did not exist then (spring DST) interpolated within its day, as ``WeeklyNaive`` does."""
+    if NAIVE not in frame:
+        return np.full(len(frame), np.nan)
+    lag = frame[NAIVE].to_numpy(dtype=float)
+    if np.isnan(lag).any():
+        blocks = DayBlocks.of(frame)
+        lag = np.where(np.isnan(lag), blocks.unpivot(blocks.pivot(lag)), lag)
+    return lag
+
+
+def scores(bt: Backtest) -> pd.DataFrame:
+    """Metrics overall and by local hour, on the hours whose actual price is known."""
+    f = bt.forecasts[bt.forecasts["actual"].notna()]
+    naive = f["naive"] if f["naive"].notna().all() else None
+    return score(f["actual"], f[bt.quantile_columns], naive=naive, hour=f["hour"])
+
+
+def daily(bt: Backtest, column: str) -> np.ndarray:
+    """(days, 24) local-hour matrix of a forecast column (DST days folded to 24 hours)."""
+    f = bt.forecasts
+    blocks = DayBlocks.of(f[["market", "delivery_start", "hour"]])
+    return blocks.pivot(f[column].to_numpy(dtype=float))
+
+
+def compare(results: dict[str, Backtest], point: str = "q50") -> pd.DataFrame:
+    """Side by side: overall metrics of each backtest and the DM p-value of beating each other one.
+
+    Column ``dm_vs_<other>`` holds the one-sided multivariate Diebold-Mariano p-value that the row's
+    model is more accurate than ``<other>`` (small = significantly better). All backtests must cover
+    the same hours.
+    """
+    names = list(results)
+    first = results[names[0]].forecasts["delivery_start"]
+    for n in names[1:]:
+        if not results[n].forecasts["delivery_start"].reset_index(drop=True).equals(first.reset_index(drop=True)):
+            raise TrainingDataError(f"backtests {names[0]!r} and {n!r} cover different hours; compare like with like")
+    actual = daily(results[names[0]], "actual")
+    ok = ~np.isnan(actual).any(axis=1)
+    rows = []
+    for n in names:
+        row = {"model": n, **results[n].overall()}
+        for other in names:
+            if other != n:
+                row[f"dm_vs_{other}"] = diebold_mariano(actual[ok], daily(results[n], point)[ok],
+                                                        daily(results[other], point)[ok])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
