@@ -23,7 +23,9 @@ Measured:
   Once, at the middle size, the same retrieval with Feast's stock ``duckdb`` offline store.
 - materialization: ``featurestore.materialize`` of a one-day ``known_at`` window (10 markets, both
   views) at every size, 3 different days, median; and of the whole year at the 1-year size.
-- online lookup: after that, ``featurestore.OnlineFeatures.day`` (24 rows, one long-lived reader) ``--lookups`` times in-process
+- online lookup: after that, ``featurestore.OnlineFeatures.vectors`` (the 24 feature vectors of a day as
+  arrays, with freshness; one long-lived reader) ``--lookups`` times in-process, then the same requests
+  through ``OnlineFeatures.day`` (the same as a pandas frame)
   on the SQLite online store (local profile) and, if PostgreSQL and Redis answer on 127.0.0.1, on
   the Redis online store (prod profile, 1 year x 10 markets, its own Feast project and catalog).
 
@@ -84,6 +86,14 @@ def log(msg: str) -> None:
 
 
 def rss_mib() -> float:
+    """Peak RSS of this process so far (``VmHWM``). Not ``ru_maxrss``: a child started by fork and exec
+    inherits the parent's peak there, which would charge the parent's memory to the child."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -294,21 +304,30 @@ def online_latency(store, n_markets: int, calls: int, seed: int) -> dict:
     reader = featurestore.OnlineFeatures(store, SERVICE)
     check = reader.day(market_code(0), dt.date(NEWEST, 6, 15), "UTC")
     bad = int(len(check) != 24 or check["load_forecast_mw"].isna().any() or check["price_lag_P1D"].isna().any())
+    load = reader.names.index("load_forecast_mw")
     # warm-up
     for _ in range(20):
         reader.day(market_code(0), first, "UTC")
-    ms = []
-    for k in range(calls):
-        market = market_code(int(rng.integers(n_markets)))
-        day = first + dt.timedelta(days=int(rng.integers(360)))
+    requests = [(market_code(int(rng.integers(n_markets))), first + dt.timedelta(days=int(rng.integers(360))))
+                for _ in range(calls)]
+    ms, frame_ms = [], []
+    for k, (market, day) in enumerate(requests):  # the lookup: feature vectors as arrays, with freshness
         t0 = time.perf_counter()
-        got = reader.day(market, day, "UTC")
+        got = reader.vectors(market, day, "UTC")
         ms.append((time.perf_counter() - t0) * 1000)
-        if k % 97 == 0 and (len(got) != 24 or got["load_forecast_mw"].isna().any()):
+        if k % 97 == 0 and (len(got.delivery_start) != 24 or np.isnan(got.values[:, load]).any()):
+            bad += 1
+    for k, (market, day) in enumerate(requests):  # the same lookups returned as a pandas frame
+        t0 = time.perf_counter()
+        frame = reader.day(market, day, "UTC")
+        frame_ms.append((time.perf_counter() - t0) * 1000)
+        if k % 97 == 0 and (len(frame) != 24 or frame["load_forecast_mw"].isna().any()):
             bad += 1
     ms.sort()
-    return {"calls": calls, "p50": ms[len(ms) // 2], "p99": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
-            "max": ms[-1], "bad": bad}
+    frame_ms.sort()
+    q = lambda v, p: v[min(len(v) - 1, int(len(v) * p))]  # noqa: E731
+    return {"calls": calls, "p50": q(ms, 0.5), "p99": q(ms, 0.99), "max": ms[-1], "bad": bad,
+            "frame_p50": q(frame_ms, 0.5), "frame_p99": q(frame_ms, 0.99)}
 
 
 def materialize_year(store) -> float:
@@ -449,10 +468,12 @@ def render(res: Result) -> list[str]:
             f"| {r['peak_rss_mib']:.0f} ({r['rss_increase_mib']:.0f}) | {a:.0f} | {r['asof_peak_rss_mib']:.0f} | {f / a:.2f} "
             f"| {'yes' if r['check']['equal'] else 'NO'} "
             f"| {med(s.materialize_day_s):.2f} ({max(s.materialize_day_s):.2f}) |")
-    lines += ["", "| online store | lookups | p50 ms | p99 ms | max ms | bad answers |", "|---|---:|---:|---:|---:|---:|"]
+    lines += ["", "| online store | lookups | p50 ms | p99 ms | max ms | as a pandas frame: p50 / p99 ms | bad answers |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, o in (("SQLite (local)", res.sqlite), ("Redis (prod)", res.redis)):
         if o:
-            lines.append(f"| {name} | {o['calls']:,} | {o['p50']:.2f} | {o['p99']:.2f} | {o['max']:.2f} | {o['bad']} |")
+            lines.append(f"| {name} | {o['calls']:,} | {o['p50']:.2f} | {o['p99']:.2f} | {o['max']:.2f} "
+                         f"| {o['frame_p50']:.2f} / {o['frame_p99']:.2f} | {o['bad']} |")
     worst = max(res.sizes, key=lambda s: med(s.retrieval["feast_ms"]))
     worst_ms = med(worst.retrieval["feast_ms"])
     worst_rss = max(s.retrieval["peak_rss_mib"] for s in res.sizes)
@@ -505,7 +526,8 @@ def notes(res: Result) -> list[str]:
         "fresh subprocess the same way: pyiceberg scans with market, delivery window and known_at window pushed down, "
         "then DuckDB `ASOF LEFT JOIN` on market, delivery_start and `event_timestamp >= known_at` with the 2-day "
         "TTL as a `CASE`. One-day materialization: `known_at` windows of 10-12 June, 3 runs on the store of each "
-        "size. Online lookups: `OnlineFeatures.day` (24 UTC hours, one long-lived reader) of random markets and days after materializing the "
+        "size. Online lookups: `OnlineFeatures.vectors` (the 24 feature vectors of a UTC day as arrays with freshness, one long-lived reader; "
+        "then the same requests as a pandas frame through `OnlineFeatures.day`) of random markets and days after materializing the "
         "1-year store, in-process, after 20 warm-up calls.",
     ]
 

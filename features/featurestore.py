@@ -20,10 +20,13 @@ import functools
 import importlib.util
 import os
 import sqlite3
+import struct
 import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -248,6 +251,26 @@ class OnlineFeatures:
         self.kinds = [kinds[tuple(r.split(":", 1))] for r in self.refs]
         self.rows = (direct and _direct_rows(store, views, self.refs)) or _FeastRows(store, self.refs)
 
+    def vectors(self, market: str, delivery_day: dt.date, timezone: str, *, gate_closure: dt.time = dt.time(12, 0),
+                now: pd.Timestamp | None = None) -> DayVectors:
+        """The feature vectors of every delivery hour of one local day as arrays, with freshness.
+
+        The lookup itself, for a caller that feeds a model directly; :meth:`day` is the same as a frame.
+        """
+        hours, issue = _day_hours(delivery_day, timezone, gate_closure)
+        values, stamps = self.rows.read(market, hours)
+        missing = np.isnan(values)
+        stamps = np.where(missing, np.nan, stamps)  # a null value has no event time of its own
+        as_of = min(issue, now or pd.Timestamp.now(tz="UTC")).value / 1e9
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no feature known at all
+            newest, oldest = np.nanmax(stamps, axis=1), np.nanmin(stamps, axis=1)
+        age = as_of - oldest  # seconds; NaN when nothing is known
+        n_missing = missing.sum(axis=1)
+        fresh = age <= self.ttl.total_seconds() if self.ttl is not None else ~np.isnan(age)
+        return DayVectors(market, hours, self.names, self.kinds, values, missing, newest, age, n_missing,
+                          (n_missing > 0) | ~fresh)
+
     def day(self, market: str, delivery_day: dt.date, timezone: str, *, gate_closure: dt.time = dt.time(12, 0),
             now: pd.Timestamp | None = None) -> pd.DataFrame:
         """Feature vectors of every delivery hour of one local day (23, 24 or 25 rows), with freshness.
@@ -256,21 +279,31 @@ class OnlineFeatures:
         ``feature_age`` (the issue time, D-1 gate closure or now if earlier, minus the oldest
         feature time), ``missing_features`` and ``stale`` (a feature missing, or older than the TTL).
         """
-        hours, issue = _day_hours(delivery_day, timezone, gate_closure)
-        values, stamps = self.rows.read(market, hours)
-        missing = np.isnan(values)
-        stamps = np.where(missing, np.nan, stamps)  # a null value has no event time of its own
-        as_of = min(issue, now or pd.Timestamp.now(tz="UTC"))
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no feature known at all
-            newest, oldest = np.nanmax(stamps, axis=1), np.nanmin(stamps, axis=1)
-        age = as_of - _utc(oldest)
-        n_missing = missing.sum(axis=1)
-        stale = (n_missing > 0) | ~(age <= self.ttl if self.ttl is not None else np.ones(len(hours), bool))
-        columns = {name: _typed(values[:, j], missing[:, j], kind)
+        return self.vectors(market, delivery_day, timezone, gate_closure=gate_closure, now=now).frame()
+
+
+@dataclass(frozen=True)
+class DayVectors:
+    """One delivery day's feature vectors: ``values[i, j]`` is feature ``names[j]`` of hour ``delivery_start[i]``."""
+
+    market: str
+    delivery_start: pd.DatetimeIndex
+    names: list[str]
+    kinds: list[str]
+    values: np.ndarray  # hours x features, NaN where missing
+    missing: np.ndarray  # hours x features, bool
+    known_at: np.ndarray  # epoch seconds per hour (NaN: nothing known)
+    feature_age: np.ndarray  # seconds per hour, at the issue time (NaN: nothing known)
+    missing_features: np.ndarray
+    stale: np.ndarray
+
+    def frame(self) -> pd.DataFrame:
+        columns = {name: _typed(self.values[:, j], self.missing[:, j], kind)
                    for j, (name, kind) in enumerate(zip(self.names, self.kinds))}
-        return pd.DataFrame({"market": market, "delivery_start": hours, **columns, "known_at": _utc(newest),
-                             "feature_age": age, "missing_features": n_missing, "stale": np.asarray(stale)})
+        age = pd.to_timedelta(np.round(self.feature_age * 1e6), unit="us")
+        return pd.DataFrame({"market": self.market, "delivery_start": self.delivery_start, **columns,
+                             "known_at": _utc(self.known_at), "feature_age": age,
+                             "missing_features": self.missing_features, "stale": np.asarray(self.stale)})
 
 
 def _utc(epoch_seconds: np.ndarray) -> pd.DatetimeIndex:
@@ -350,27 +383,66 @@ class _KeyedRows:
             raise FeatureStoreError(f"online reader expects views keyed by market and delivery_start; got "
                                     f"{ {v.name: [c.name for c in v.entity_columns] for v in self.views} }")
 
-    def keys(self, market: str, hours: pd.DatetimeIndex) -> list[bytes]:
-        version = self.config.entity_key_serialization_version
+    def _feast_key(self, market: str, seconds: int) -> bytes:
         value = self._value
-        market_value = value(string_val=market)
-        return [self._serialize(self._key(join_keys=["market", "delivery_start"],
-                                          entity_values=[market_value, value(unix_timestamp_val=int(s))]),
-                                entity_key_serialization_version=version)
-                for s in hours.asi8 // 1_000_000_000]
+        return self._serialize(self._key(join_keys=["market", "delivery_start"],
+                                         entity_values=[value(string_val=market), value(unix_timestamp_val=seconds)]),
+                               entity_key_serialization_version=self.config.entity_key_serialization_version)
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - one template per market, for the reader's lifetime
+    def _template(self, market: str) -> tuple[bytes, bytes] | None:
+        """The market's serialised key around its 8-byte timestamp, or None if that cannot be found.
+
+        Feast serialises the two join keys and values in a fixed layout in which only the packed
+        delivery timestamp differs between the hours of one market, so keys are spliced from one
+        Feast-made template; checked on two further timestamps before use.
+        """
+        probe = 0x0123456789ABCDE
+        packed = struct.pack("<q", probe)
+        key = self._feast_key(market, probe)
+        if key.count(packed) != 1:
+            return None
+        prefix, suffix = key.split(packed)
+        for t in (0, 1_700_000_000):
+            if self._feast_key(market, t) != prefix + struct.pack("<q", t) + suffix:
+                return None
+        return prefix, suffix
+
+    def keys(self, market: str, hours: pd.DatetimeIndex) -> list[bytes]:
+        seconds = (hours.asi8 // 1_000_000_000).tolist()
+        template = self._template(market)
+        if template is None:
+            return [self._feast_key(market, t) for t in seconds]
+        prefix, suffix = template
+        pack = _INT64.pack
+        return [prefix + pack(t) + suffix for t in seconds]
 
     def empty(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         return np.full((n, len(self.columns)), np.nan), np.full((n, len(self.columns)), np.nan)
 
     def parser(self) -> Callable[[bytes], float]:
-        """A function from a serialised ``ValueProto`` to its number (NaN for a null); one per lookup."""
+        """A function from a serialised ``ValueProto`` to its number (NaN for a null); one per lookup.
+
+        The common encodings are read directly (a double: tag 0x29 and 8 bytes; a small int64 or a
+        bool: tag 0x20 or 0x38 and one varint byte); anything else goes through protobuf.
+        """
         v = self._value()  # reused: ParseFromString clears it first
+        double = _DOUBLE.unpack_from
 
         def parse(blob: bytes) -> float:
+            n = len(blob)
+            if n == 9 and blob[0] == 0x29:
+                return double(blob, 1)[0]
+            if n == 2 and (blob[0] == 0x20 or blob[0] == 0x38) and blob[1] < 0x80:
+                return float(blob[1])
             v.ParseFromString(blob)
             kind = v.WhichOneof("val")
             return np.nan if kind is None or kind == "null_val" else float(getattr(v, kind))
         return parse
+
+
+_INT64 = struct.Struct("<q")
+_DOUBLE = struct.Struct("<d")
 
 
 class _SqliteRows(_KeyedRows):
@@ -597,12 +669,21 @@ class _AsofRetrievalJob(RetrievalJob):
             features=feature_refs, keys=list(set(entity_df.columns) - {ENTITY_TIMESTAMP}),
             min_event_timestamp=issued.min().to_pydatetime(), max_event_timestamp=issued.max().to_pydatetime())
 
+    def _scan(self, view) -> pa.Table:
+        source = view.batch_source
+        row_filter, columns = self.plan[id(source)]
+        table = source.get_catalog_client().load_table(f"{source.namespace}.{source.iceberg_table}")
+        return table.scan(row_filter=row_filter, selected_fields=tuple(dict.fromkeys(columns))).to_arrow()
+
     def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
         import duckdb
 
         entities = self.entity_df.copy()
         entities[ENTITY_TIMESTAMP] = pd.to_datetime(entities[ENTITY_TIMESTAMP], utc=True)
         entities["__row"] = np.arange(len(entities))
+        # The views' pruned scans run side by side: file reads release the GIL.
+        with ThreadPoolExecutor(max_workers=max(1, len(self.views))) as pool:
+            scans = list(pool.map(self._scan, self.views))
         con = duckdb.connect()
         try:
             con.execute("SET TimeZone = 'UTC'")
@@ -611,10 +692,7 @@ class _AsofRetrievalJob(RetrievalJob):
             joins = []
             for k, view in enumerate(self.views):
                 source = view.batch_source
-                row_filter, columns = self.plan[id(source)]
-                table = source.get_catalog_client().load_table(f"{source.namespace}.{source.iceberg_table}")
-                con.register(f"raw{k}", table.scan(row_filter=row_filter,
-                                                   selected_fields=tuple(dict.fromkeys(columns))).to_arrow())
+                con.register(f"raw{k}", scans[k])
                 to_source = {v: c for c, v in (source.field_mapping or {}).items()}
                 col = lambda c: to_source.get(c, c)  # noqa: E731
                 keys = view.projection.join_key_map or {e.name: e.name for e in view.entity_columns}

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import tempfile
 from collections.abc import Callable
@@ -95,10 +96,13 @@ def run_backtests(data: TrainingData, spec: ModelSpec, window: backtest.Backtest
                   ) -> tuple[dict[str, backtest.Backtest], pd.DataFrame]:
     """Backtests of the candidate (key ``candidate``) and each baseline on the same window, and their comparison."""
     results: dict[str, backtest.Backtest] = {}
-    for name, s in (("candidate", spec), *((b, ModelSpec.of(b)) for b in baselines if b != spec.kind)):
+    # Baselines are judged on their median: built without the conformal wrapper (half the fits).
+    for name, s, make in (("candidate", spec, spec.build),
+                          *((b, ModelSpec.of(b), functools.partial(ModelSpec.of(b).build, calibrated=False))
+                            for b in baselines if b != spec.kind)):
         if progress:
             progress(f"backtest {name} ({s.kind}) {window.start} .. {window.end}, refit every {window.refit_days} days")
-        results[name] = backtest.run(data, s.build, window, name=name)
+        results[name] = backtest.run(data, make, window, name=name)
     return results, backtest.compare(results)
 
 
@@ -213,8 +217,8 @@ def approve_candidate(session: Session, market: str, version: str, candidate: ba
         candidate = backtest.run(data, ModelSpec.from_json(record.tags["model_spec"]).build, window, name="candidate")
     champion_bt = None
     if champion is not None:
-        spec = ModelSpec.from_json(champion.tags["model_spec"])
-        champion_bt = backtest.run(data, spec.build, window, name="champion")
+        spec = ModelSpec.from_json(champion.tags["model_spec"])  # judged on its median and hours: no intervals needed
+        champion_bt = backtest.run(data, functools.partial(spec.build, calibrated=False), window, name="champion")
     decision = approval.judge(candidate, champion_bt, settings.approval)
     approval.apply_decision(settings, name, record.version, decision)
     return decision

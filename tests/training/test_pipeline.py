@@ -32,7 +32,7 @@ def test_train_register_approve_reject_rollback_and_serve_the_champion(settings,
     assert ml.alias_version(name, approval.CHAMPION) is None
     assert ml.alias_version(name, approval.CHALLENGER).version == "1"
 
-    lear = pipeline.train(settings, MARKET, ModelSpec.of("lear", windows=[56, 84]), backtest_days=21, session=session)
+    lear = pipeline.train(settings, MARKET, ModelSpec.of("lear", windows=[56, 84], calibration_days=56), backtest_days=21, session=session)
     assert lear.decision.promote, lear.decision.reason
     assert ml.alias_version(name, approval.CHAMPION).version == lear.version == "2"
     assert lear.comparison.loc["candidate", "mae"] < lear.comparison.loc["naive", "mae"]
@@ -43,7 +43,7 @@ def test_train_register_approve_reject_rollback_and_serve_the_champion(settings,
     assert any(k.startswith("lineage.snapshot:features.price_features") for k in run["tags"])
     assert run["tags"]["git_commit"] != ""
     record = ml.version(name, "2")
-    assert ModelSpec.from_json(record.tags["model_spec"]) == ModelSpec.of("lear", windows=[56, 84])
+    assert ModelSpec.from_json(record.tags["model_spec"]) == ModelSpec.of("lear", windows=[56, 84], calibration_days=56)
     assert record.tags["approval.decision"] == "approved"
 
     # A worse candidate is rejected against the champion, on the same window, with the reason recorded.
