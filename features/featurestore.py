@@ -40,7 +40,6 @@ from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import Iceb
 from feast.infra.offline_stores import duckdb as feast_duckdb
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
 from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
-from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.infra.offline_stores.ibis import (
     get_historical_features_ibis,
     pull_all_from_table_or_query_ibis,
@@ -571,22 +570,46 @@ def _reader(plan: dict[int, tuple]) -> Callable[[DataSource, str], object]:
     return read
 
 
-def _view_plan(view: FeatureView, feature_refs: list[str], entity_df: pd.DataFrame):
+class _EntitySummary:
+    """Bounds and distinct values of the entity frame's columns, each computed once per request."""
+
+    def __init__(self, entity_df: pd.DataFrame):
+        self.df = entity_df
+        self._memo: dict[str, tuple] = {}
+
+    def column(self, name: str) -> tuple:
+        """``("range", lo, hi)``, ``("values", set)`` or ``("empty",)``."""
+        if name not in self._memo:
+            values = self.df[name].dropna()
+            if values.empty:
+                self._memo[name] = ("empty",)
+            elif pd.api.types.is_datetime64_any_dtype(values):
+                self._memo[name] = ("range", pd.Timestamp(values.min()), pd.Timestamp(values.max()))
+            else:
+                self._memo[name] = ("values", set(map(str, values.unique())))
+        return self._memo[name]
+
+    def issued(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        if ENTITY_TIMESTAMP not in self._memo:
+            issued = pd.to_datetime(self.df[ENTITY_TIMESTAMP], utc=True)
+            self._memo[ENTITY_TIMESTAMP] = (issued.min(), issued.max())
+        return self._memo[ENTITY_TIMESTAMP]
+
+
+def _view_plan(view: FeatureView, feature_refs: list[str], entities: _EntitySummary):
     source = view.batch_source
     to_source = {v: k for k, v in (source.field_mapping or {}).items()}
     col = lambda c: to_source.get(c, c)  # noqa: E731
     keys = view.projection.join_key_map or {e.name: e.name for e in view.entity_columns}
     terms = []
     for view_key, df_key in keys.items():
-        values = entity_df[df_key].dropna()
-        if values.empty:
-            continue
-        if pd.api.types.is_datetime64_any_dtype(values):
-            terms.append(between(col(view_key), pd.Timestamp(values.min()), pd.Timestamp(values.max())))
-        else:
-            terms.append(one_of(col(view_key), set(map(str, values.unique()))))
-    issued = pd.to_datetime(entity_df[ENTITY_TIMESTAMP], utc=True)
-    terms.append(between(source.timestamp_field, issued.min() - view.ttl if view.ttl else None, issued.max()))
+        summary = entities.column(df_key)
+        if summary[0] == "range":
+            terms.append(between(col(view_key), summary[1], summary[2]))
+        elif summary[0] == "values":
+            terms.append(one_of(col(view_key), summary[1]))
+    first, last = entities.issued()
+    terms.append(between(source.timestamp_field, first - view.ttl if view.ttl else None, last))
     prefix = view.projection.name_to_use() + ":"
     features = [r.split(":", 1)[1] for r in feature_refs if r.startswith(prefix)]
     columns = [col(k) for k in keys] + [col(f) for f in features] + [source.timestamp_field]
@@ -613,16 +636,19 @@ class PrunedDuckDBOfflineStore(DuckDBOfflineStore):
                 full_feature_names, filter_by_created_timestamp)
         plan: dict[int, tuple] = {}
         shared: set[int] = set()
+        entities = _EntitySummary(entity_df)
         for view in feature_views:
             if isinstance(view.batch_source, IcebergSource):
                 key = id(view.batch_source)
                 if key in plan:
                     shared.add(key)
-                plan[key] = _view_plan(view, feature_refs, entity_df)
+                plan[key] = _view_plan(view, feature_refs, entities)
         for key in shared:  # one source behind two views: read it whole rather than for one view only
             del plan[key]
-        if PrunedDuckDBOfflineStore.asof_join and not filter_by_created_timestamp and all(id(v.batch_source) in plan for v in feature_views) and not \
-                OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry):
+        # Every requested feature belongs to one of these views: no on-demand view is involved.
+        plain = {r.split(":", 1)[0] for r in feature_refs} <= {v.projection.name_to_use() for v in feature_views}
+        if PrunedDuckDBOfflineStore.asof_join and not filter_by_created_timestamp and plain and \
+                all(id(v.batch_source) in plan for v in feature_views):
             return _AsofRetrievalJob(feature_views, feature_refs, entity_df, plan, full_feature_names)
         oc = config.offline_store
         return get_historical_features_ibis(

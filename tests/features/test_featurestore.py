@@ -210,7 +210,7 @@ def test_historical_reads_push_market_and_time_window_into_the_iceberg_scan(env)
     settings, lake, market, store = env
     view = store.get_feature_view("price_features")
     rows = day_rows("2024-06-12", "2024-06-11 09:30")
-    row_filter, columns = featurestore._view_plan(view, ["price_features:price_lag_P1D"], rows)
+    row_filter, columns = featurestore._view_plan(view, ["price_features:price_lag_P1D"], featurestore._EntitySummary(rows))
     assert columns == ["market", "delivery_start", "price_lag_P1D", "known_at", "computed_at"]
     got = lake.scan("features.price_features", row_filter).to_pandas()
     assert 0 < len(got) < 0.02 * len(lake.scan("features.price_features"))
