@@ -7,6 +7,7 @@ code: lineage (Iceberg snapshots, feature service, data window, git commit) and 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import subprocess
 from pathlib import Path
@@ -35,11 +36,32 @@ def open_tracking(settings: AurumSettings) -> str:
     elif uri.startswith(("postgresql", "mysql", "mssql")):
         _reachable(uri)  # MLflow itself retries an unreachable database for about 100 s
     ml.configure(uri)
-    try:
-        ml.ping()
-    except ml.RegistryUnavailable as exc:
-        raise RegistryUnavailableError(f"the MLflow store at {redact(uri)} does not answer: {exc}") from exc
-    return ml.experiment(settings.mlflow.experiment, settings.mlflow_artifact_root())
+    with _first_use_lock(uri):
+        try:
+            ml.ping()
+        except ml.RegistryUnavailable as exc:
+            raise RegistryUnavailableError(f"the MLflow store at {redact(uri)} does not answer: {exc}") from exc
+        return ml.experiment(settings.mlflow.experiment, settings.mlflow_artifact_root())
+
+
+@contextlib.contextmanager
+def _first_use_lock(uri: str):
+    """Serialise the first contact with a SQLite store across processes.
+
+    MLflow creates and migrates its tables on first use; two processes doing that at once on a new
+    SQLite file fail ("Online migration expected to match one row"), so they take turns here.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(f"{uri[len('sqlite:///'):]}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _reachable(url: str) -> None:

@@ -83,3 +83,16 @@ def test_mlflow_and_optuna_on_postgresql(data, pg_settings, tmp_path):
         with engine.begin() as conn:
             conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+def test_processes_opening_a_new_mlflow_store_at_once_both_succeed(tmp_path):
+    """MLflow migrates a new SQLite store on first use; concurrent first uses must not collide."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from features.settings import AurumSettings; from training import tracking; "
+            "tracking.open_tracking(AurumSettings(home=sys.argv[1])); print('ok')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "home")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [r[1][-500:] for r in results]
