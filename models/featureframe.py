@@ -40,6 +40,12 @@ def check_feature_frame(frame: object, required: tuple[str, ...] | list[str] = (
         if c not in frame.columns:
             raise FeatureFrameError(f"features frame lacks column {c!r}; it has {sorted(map(str, frame.columns))}",
                                     column=c)
+    for c in set(required) & {"hour"}:  # what places a row in its local day and hour cannot be imputed
+        gaps = frame[c].isna()
+        if gaps.any():
+            raise FeatureFrameError(f"column {c!r} is missing in {int(gaps.sum())} rows (first at delivery_start "
+                                    f"{frame.loc[gaps, 'delivery_start'].iloc[0]}); this model needs it in every row",
+                                    column=c)
     known = set(FEATURE_NAMES) | set(KEY_COLUMNS) | set(META_COLUMNS)
     unknown = [c for c in frame.columns if c not in known]
     if unknown:

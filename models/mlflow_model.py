@@ -28,7 +28,7 @@ import pandas as pd
 
 import mlflow
 import mlflow.pyfunc
-from models.featureframe import FEATURE_SERVICE
+from models.featureframe import FEATURE_NAMES, FEATURE_SERVICE
 from models.forecaster import DEFAULT_QUANTILES, Forecaster
 
 PACKAGES = ("features", "models")
@@ -78,11 +78,21 @@ class ForecasterPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def pyfunc_input(features: pd.DataFrame) -> pd.DataFrame:
-    """A feature frame as the pyfunc signature takes it: tz-aware timestamps as naive UTC."""
+    """A feature frame as the pyfunc signature takes it: tz-aware timestamps as naive UTC, and every
+    integer or boolean feature as a double.
+
+    The signature declares features as doubles so that a missing value (NaN) in, say, ``hour`` is a
+    missing input the model counts, not a schema error: MLflow rejects floats in an integer column.
+    """
     out = features.copy()
     for c in out.columns:
-        if isinstance(out[c].dtype, pd.DatetimeTZDtype):
+        dtype = out[c].dtype
+        if isinstance(dtype, pd.DatetimeTZDtype):
             out[c] = out[c].dt.tz_convert("UTC").dt.tz_localize(None)
+        elif c in FEATURE_NAMES and (pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+                                     or dtype == object):
+            out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64") if dtype == object \
+                else out[c].astype("float64")
     return out
 
 

@@ -14,10 +14,3 @@ def syn():
     """SYN_NORTH (Europe/Berlin) from 2023-01-01 to 2023-11-05: contains both 2023 DST days."""
     return synthetic_training_frame("SYN_NORTH", dt.date(2023, 1, 1), dt.date(2023, 11, 5), seed=3)
 
-
-def days_between(features, start: str, end: str):
-    """Boolean mask of rows with local delivery day in [start, end)."""
-    from models.featureframe import local_day
-
-    d = local_day(features)
-    return ((d >= start) & (d < end)).to_numpy()

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import days_between
+from modelframes import days_between
 
 from features.errors import QuantileError
 from models import metrics as M

@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import days_between
+from modelframes import days_between
 
 mlflow = pytest.importorskip("mlflow")
 

@@ -70,6 +70,16 @@ def test_train_register_approve_reject_rollback_and_serve_the_champion(settings,
                         params={"quantiles": [0.1, 0.5, 0.9]})
     assert len(out) == 24 and out[["q10", "q50", "q90"]].notna().all().all()
     assert (np.diff(out[["q10", "q50", "q90"]].to_numpy(), axis=1) >= 0).all()
+    # A missing forecast input is a counted missing input; a missing local hour is a clear error,
+    # and neither is a schema error of MLflow's (the signature declares features as doubles).
+    gap = online.drop(columns=["known_at", "feature_age", "stale"])
+    gap.loc[5, "load_forecast_mw"] = np.nan
+    out = model.predict(ml.pyfunc_input(gap), params={"quantiles": [0.1, 0.5, 0.9]})
+    assert len(out) == 24 and out["q50"].notna().all() and out.loc[5, "missing_inputs"] >= 1
+    gap = gap.astype({"hour": "float64"})
+    gap.loc[5, "hour"] = np.nan
+    with pytest.raises(Exception, match="column 'hour' is missing in 1 rows"):
+        model.predict(ml.pyfunc_input(gap), params={"quantiles": [0.1, 0.5, 0.9]})
 
 
 def test_bad_requests_fail_clearly_and_register_nothing(settings, tmp_path):
