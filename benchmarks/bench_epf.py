@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchreport import header_lines, write_docs  # noqa: E402
+from benchreport import command_line, header_lines, record  # noqa: E402
 
 SECTION = "## EPF benchmark: NP, BE, FR through ingest, feature store and aurum backtest"
 PACKAGES = ("lightgbm", "scikit-learn", "mlflow", "feast", "pandas", "numpy")
@@ -77,13 +77,12 @@ def test_period(csv: Path, days: int) -> tuple[dt.date, dt.date]:
     return last - dt.timedelta(days=days - 1), last + dt.timedelta(days=1)
 
 
-def grid(frame: pd.DataFrame, column: str, market: str) -> np.ndarray:
-    """A backtest column as (days, 24) local hours: autumn repeat averaged, spring gap interpolated."""
-    from models.dayblock import DayBlocks
+def grid(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A backtest column read back from its CSV as (days, 24) local hours (``training.backtest.daily``:
+    the autumn repeat averaged, the spring gap interpolated, as in the EPF files)."""
+    from training.backtest import daily
 
-    f = frame.assign(delivery_start=pd.to_datetime(frame["delivery_start"], utc=True))
-    blocks = DayBlocks.of(f[["market", "delivery_start", "hour"]].assign(market=market))
-    return blocks.pivot(f[column].to_numpy(dtype=float))
+    return daily(frame.assign(delivery_start=pd.to_datetime(frame["delivery_start"], utc=True)), column)
 
 
 def scores(actual: np.ndarray, forecast: np.ndarray, naive: np.ndarray) -> tuple[float, float, float, float]:
@@ -112,15 +111,15 @@ def run_market(market: str, env: dict[str, str], data_dir: Path, model: str, day
     paper = pd.read_csv(data_dir / "epf" / "paper_forecasts" / f"Forecasts_{market}_DNN_LEAR_ensembles.csv")
     actual = paper["Real price"].to_numpy(dtype=float).reshape(-1, 24)[-days:]
     # our grid must be the paper's days: check the realised prices agree
-    ours_actual = grid(ours, "actual", market)
+    ours_actual = grid(ours, "actual")
     if ours_actual.shape != actual.shape or np.nanmax(np.abs(ours_actual - actual)) > 0.02:
         raise RuntimeError(f"{market}: the backtest's actual prices do not match the paper's test period "
                            f"(shapes {ours_actual.shape} vs {actual.shape})")
-    weekly = grid(naive, "q50", market)
+    weekly = grid(naive, "q50")
     rows: dict[str, dict] = {}
     forecasts = {
-        f"aurum {model}": grid(ours, "q50", market),
-        "aurum LEAR (baseline)": grid(lear, "q50", market),
+        f"aurum {model}": grid(ours, "q50"),
+        "aurum LEAR (baseline)": grid(lear, "q50"),
         "weekly naive": weekly,
         "DNN ensemble (paper)": paper["DNN Ensemble"].to_numpy(dtype=float).reshape(-1, 24)[-days:],
         "LEAR ensemble (paper)": paper["LEAR Ensemble"].to_numpy(dtype=float).reshape(-1, 24)[-days:],
@@ -128,7 +127,7 @@ def run_market(market: str, env: dict[str, str], data_dir: Path, model: str, day
     for name, f in forecasts.items():
         mae, rmae, smape, rmse = scores(actual, f, weekly)
         rows[name] = {"MAE": mae, "rMAE": rmae, "sMAPE %": smape, "RMSE": rmse}
-    q = {c: grid(ours, c, market) for c in ("q10", "q50", "q90")}
+    q = {c: grid(ours, c) for c in ("q10", "q50", "q90")}
     rows[f"aurum {model}"] |= {
         "pinball q10": metrics.pinball(actual.ravel(), q["q10"].ravel(), 0.1),
         "pinball q50": metrics.pinball(actual.ravel(), q["q50"].ravel(), 0.5),
@@ -211,10 +210,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.home is None:
             shutil.rmtree(home, ignore_errors=True)
     wall = time.perf_counter() - wall0
-    block = [*header_lines(PACKAGES), "", *render(results, args.model, wall, args.jobs)]
-    print("\n".join(block))
+    head, table = header_lines(PACKAGES), render(results, args.model, wall, args.jobs)
+    print("\n".join([*head, "", *table]))
     if args.write_docs:
-        write_docs(SECTION, block)
+        record(SECTION, command_line("bench_epf.py", argv), f"{', '.join(markets)}, last {args.days} days, "
+               f"refit every {args.refit_days} days", head, table, [])
 
 
 if __name__ == "__main__":

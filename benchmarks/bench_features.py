@@ -65,7 +65,7 @@ from features.featuretables import GROUPS  # noqa: E402
 from features.lake import Lake, all_of, between, one_of, to_arrow, window_filter  # noqa: E402
 from features.settings import AurumSettings  # noqa: E402
 
-from benchreport import DOCS, header_lines, write_docs  # noqa: E402
+from benchreport import DOCS, command_line, header_lines, record  # noqa: E402
 
 SECTION = "## Feature store: historical retrieval, online lookup, materialization"
 PACKAGES = ("feast", "duckdb", "ibis-framework", "pyiceberg", "pyarrow", "pandas", "redis", "numpy")
@@ -572,9 +572,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.repeat < 1 or lookups < 1:
         ap.error("--repeat and --lookups must be at least 1")
 
-    command = "python benchmarks/bench_features.py " + " ".join(
-        a for a in (argv if argv is not None else sys.argv[1:]) if a != "--write-docs")
-    command = command.strip()
+    command = command_line("bench_features.py", argv)
     head = header_lines(PACKAGES)
     shape = f"{'/'.join(map(str, sizes))} years x {n_markets} markets, {lookups:,} lookups"
     print("\n".join(head))
@@ -584,12 +582,7 @@ def main(argv: list[str] | None = None) -> None:
     table = render(res)
     print("\n".join(table))
     if args.write_docs:
-        when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        block = [f"Run {when}: `{command}` ({shape}).", "",
-                 *(f"{h}  " for h in head[:-1]), head[-1], "", *table, "", *notes(res)]
-        write_docs(SECTION, block)
-        print(f"\nwritten to {DOCS}")
-
+        record(SECTION, command, shape, head, table, notes(res))
 
 if __name__ == "__main__":
     main()

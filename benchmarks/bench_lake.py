@@ -56,7 +56,7 @@ from features.marketdata import MarketData  # noqa: E402
 from features.markets import Market  # noqa: E402
 from features.settings import AurumSettings  # noqa: E402
 
-from benchreport import DOCS, header_lines, write_docs  # noqa: E402
+from benchreport import DOCS, command_line, header_lines, record  # noqa: E402
 
 SECTION = "## Lake: ingest and 30-day window read"
 PACKAGES = ("pyiceberg", "pyarrow", "pandas", "sqlalchemy", "numpy")
@@ -317,23 +317,17 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--years, --markets and --repeat must be at least 1")
     logging.basicConfig(level=logging.WARNING)
 
-    command = "python benchmarks/bench_lake.py " + " ".join(
-        a for a in (argv if argv is not None else sys.argv[1:]) if a != "--write-docs")
-    command = command.strip()
+    command = command_line("bench_lake.py", argv)
     head = header_lines(PACKAGES)
+    shape = f"{args.years} years x {args.markets} markets"
     print("\n".join(head))
-    print(f"Command: {command}  ({args.years} years x {args.markets} markets)")
+    print(f"Command: {command}  ({shape})")
     print(flush=True)
     res = run(args.years, args.markets, args.repeat, args.seed, args.keep, not args.quiet)
     table = render(res, command)
     print("\n".join(table))
     if args.write_docs:
-        when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        block = [f"Run {when}: `{command}` ({args.years} years x {args.markets} markets).", "",
-                 *(f"{h}  " for h in head[:-1]), head[-1], "", *table, "", *notes(res)]
-        write_docs(SECTION, block)
-        print(f"\nwritten to {DOCS}")
-
+        record(SECTION, command, shape, head, table, notes(res))
 
 if __name__ == "__main__":
     main()

@@ -6,8 +6,10 @@ their own ``## …`` section of docs/benchmarks.md, leaving the others as they a
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -69,3 +71,18 @@ def write_docs(section: str, block: list[str]) -> None:
             lines.pop()
         lines += ["", *new]
     DOCS.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """How the benchmark was invoked (without ``--write-docs``), for the report."""
+    args = argv if argv is not None else sys.argv[1:]
+    return f"python benchmarks/{script} {' '.join(a for a in args if a != '--write-docs')}".strip()
+
+
+def record(section: str, command: str, shape: str, head: list[str], table: list[str], notes: list[str]) -> None:
+    """Write one run into its docs section: when and how it ran, the machine and versions, the result."""
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    block = [f"Run {when}: `{command}` ({shape}).", "", *(f"{h}  " for h in head[:-1]), head[-1], "",
+             *table, "", *notes]
+    write_docs(section, block)
+    print(f"\nwritten to {DOCS}")

@@ -23,7 +23,7 @@ import pandas as pd
 
 from features.errors import FeatureFrameError, QuantileError
 from models.featureframe import local_day
-from models.forecaster import Forecaster
+from models.forecaster import Forecaster, quantile_column
 
 
 class ConformalForecaster(Forecaster):
@@ -61,8 +61,8 @@ class ConformalForecaster(Forecaster):
         for c in self.coverages:
             a = 1 - c
             lo_q, hi_q = round(a / 2, 10), round(1 - a / 2, 10)
-            lo = pred[_col(lo_q)].to_numpy()
-            hi = pred[_col(hi_q)].to_numpy()
+            lo = pred[quantile_column(lo_q)].to_numpy()
+            hi = pred[quantile_column(hi_q)].to_numpy()
             self.corrections_[lo_q] = _conformal_quantile(lo - actual, 1 - a / 2)   # lower bound moves down by this
             self.corrections_[hi_q] = _conformal_quantile(actual - hi, 1 - a / 2)   # upper bound moves up by this
         self.calibration_hours_ = int(held.sum())
@@ -80,19 +80,13 @@ class ConformalForecaster(Forecaster):
         base = self.model_.predict(frame, qs)
         out = np.empty((len(frame), len(qs)))
         for j, q in enumerate(qs):
-            v = base[_col(q)].to_numpy()
+            v = base[quantile_column(q)].to_numpy()
             if q < 0.5:
                 v = v - self.corrections_[q]
             elif q > 0.5:
                 v = v + self.corrections_[q]
             out[:, j] = v
         return out
-
-
-def _col(q: float) -> str:
-    from models.forecaster import quantile_column
-
-    return quantile_column(q)
 
 
 def _conformal_quantile(scores: np.ndarray, level: float) -> float:

@@ -28,6 +28,7 @@ import pandas as pd
 
 import mlflow
 import mlflow.pyfunc
+from features.errors import RegistryUnavailableError
 from models.featureframe import FEATURE_NAMES, FEATURE_SERVICE
 from models.forecaster import DEFAULT_QUANTILES, Forecaster
 
@@ -145,22 +146,19 @@ def _requirements() -> list[str]:
 # in this one module and its calls are easy to audit (and to point at another store).
 
 
-class RegistryUnavailable(Exception):
-    """Raised by :func:`ping` with the underlying cause; callers map it to their domain error."""
-
-
 def configure(tracking_uri: str, registry_uri: str | None = None) -> None:
     """Point this process's MLflow client at a tracking store (and model registry, default the same)."""
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(registry_uri or tracking_uri)
 
 
-def ping() -> None:
-    """Touch the tracking store once; raises :class:`RegistryUnavailable` when it does not answer."""
+def ping(store: str) -> None:
+    """Touch the tracking store once; :class:`RegistryUnavailableError` naming ``store`` if it does not answer."""
     try:
         mlflow.MlflowClient().search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - every backend fails differently; the cause is kept
-        raise RegistryUnavailable(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
+        raise RegistryUnavailableError(f"the MLflow store at {store} does not answer: "
+                                       f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
 
 
 def experiment(name: str, artifact_location: str | None = None) -> str:
@@ -198,10 +196,6 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
 def log_figure(figure, artifact_file: str) -> None:
     mlflow.log_figure(figure, artifact_file)
-
-
-def log_text(text: str, artifact_file: str) -> None:
-    mlflow.log_text(text, artifact_file)
 
 
 def run_record(run_id: str) -> dict[str, object]:
@@ -289,13 +283,6 @@ def set_alias(name: str, alias: str, number: str) -> None:
     mlflow.MlflowClient().set_registered_model_alias(name, alias, str(number))
 
 
-def delete_alias(name: str, alias: str) -> None:
-    try:
-        mlflow.MlflowClient().delete_registered_model_alias(name, alias)
-    except mlflow.exceptions.MlflowException:
-        pass  # already gone
-
-
 def set_version_tags(name: str, number: str, tags: dict[str, object]) -> None:
     client = mlflow.MlflowClient()
     for k, v in tags.items():
@@ -307,7 +294,3 @@ def versions(name: str) -> list[VersionRecord]:
     found = mlflow.MlflowClient().search_model_versions(f"name = '{name}'", max_results=10000)
     return sorted((_record(v) for v in found), key=lambda v: int(v.version), reverse=True)
 
-
-def registered_models(prefix: str = "") -> list[str]:
-    found = mlflow.MlflowClient().search_registered_models(max_results=1000)
-    return sorted(m.name for m in found if m.name.startswith(prefix))

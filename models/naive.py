@@ -31,9 +31,14 @@ class WeeklyNaive(MarketwiseForecaster):
         return ResidualQuantiles(frame["hour"].to_numpy(), resid), used, unused
 
     def _predict_market(self, state: ResidualQuantiles, frame: pd.DataFrame, quantiles):
-        point = frame[self.column].to_numpy(dtype=float)
-        gaps = np.isnan(point)
-        if gaps.any():
-            blocks = DayBlocks.of(frame)
-            point = np.where(gaps, blocks.unpivot(blocks.pivot(point)), point)
-        return point[:, None] + state.shift(frame["hour"].to_numpy(), quantiles)
+        return weekly_lag(frame)[:, None] + state.shift(frame["hour"].to_numpy(), quantiles)
+
+
+def weekly_lag(frame: pd.DataFrame) -> np.ndarray:
+    """The weekly naive point forecast of each row: ``price_lag_P7D``, with an hour that did not exist a
+    week before (spring DST) interpolated from its neighbours within the day."""
+    point = frame[WeeklyNaive.column].to_numpy(dtype=float)
+    if np.isnan(point).any():
+        blocks = DayBlocks.of(frame)
+        point = np.where(np.isnan(point), blocks.unpivot(blocks.pivot(point)), point)
+    return point

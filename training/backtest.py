@@ -13,6 +13,7 @@ that nothing was used before it was known (``tests/training/test_backtest.py`` d
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from features.errors import TrainingDataError
 from models.dayblock import DayBlocks
 from models.forecaster import DEFAULT_QUANTILES, Forecaster, quantile_column
 from models.metrics import diebold_mariano, score
+from models.naive import weekly_lag
 from training.dataset import ISSUED_AT, TARGET, TrainingData, known_targets
 
 NAIVE = "price_lag_P7D"
@@ -85,8 +87,6 @@ def run(data: TrainingData, make_model: Callable[[], Forecaster], window: Backte
     Raises:
         TrainingDataError: the window lies outside the data, or a refit has no known targets.
     """
-    import time
-
     t0 = time.perf_counter()
     frame = data.frame
     days = data.days
@@ -118,7 +118,7 @@ def run(data: TrainingData, make_model: Callable[[], Forecaster], window: Backte
             "issued_at": test[ISSUED_AT].to_numpy(), "fitted_at": issued, "train_rows": int(train.sum()),
             "train_last_target_known_at": pd.to_datetime(rows["target_known_at"], utc=True).max(),
             "actual": test[TARGET].to_numpy(),
-            "naive": weekly_naive(test),
+            "naive": weekly_lag(test) if NAIVE in test else np.nan,  # the rMAE denominator
         })
         for c in pred.columns:
             part[c] = pred[c].to_numpy()
@@ -131,18 +131,6 @@ def run(data: TrainingData, make_model: Callable[[], Forecaster], window: Backte
     return bt
 
 
-def weekly_naive(frame: pd.DataFrame) -> np.ndarray:
-    """The weekly naive forecast of each row, the rMAE denominator: the price one week before, with an
-    hour that did not exist then (spring DST) interpolated within its day, as ``WeeklyNaive`` does."""
-    if NAIVE not in frame:
-        return np.full(len(frame), np.nan)
-    lag = frame[NAIVE].to_numpy(dtype=float)
-    if np.isnan(lag).any():
-        blocks = DayBlocks.of(frame)
-        lag = np.where(np.isnan(lag), blocks.unpivot(blocks.pivot(lag)), lag)
-    return lag
-
-
 def scores(bt: Backtest) -> pd.DataFrame:
     """Metrics overall and by local hour, on the hours whose actual price is known."""
     f = bt.forecasts[bt.forecasts["actual"].notna()]
@@ -150,11 +138,10 @@ def scores(bt: Backtest) -> pd.DataFrame:
     return score(f["actual"], f[bt.quantile_columns], naive=naive, hour=f["hour"])
 
 
-def daily(bt: Backtest, column: str) -> np.ndarray:
-    """(days, 24) local-hour matrix of a forecast column (DST days folded to 24 hours)."""
-    f = bt.forecasts
-    blocks = DayBlocks.of(f[["market", "delivery_start", "hour"]])
-    return blocks.pivot(f[column].to_numpy(dtype=float))
+def daily(forecasts: pd.DataFrame, column: str) -> np.ndarray:
+    """(days, 24) local-hour matrix of a column of a backtest's forecasts (DST days folded to 24 hours)."""
+    blocks = DayBlocks.of(forecasts[["market", "delivery_start", "hour"]])
+    return blocks.pivot(forecasts[column].to_numpy(dtype=float))
 
 
 def compare(results: dict[str, Backtest], point: str = "q50") -> pd.DataFrame:
@@ -169,14 +156,14 @@ def compare(results: dict[str, Backtest], point: str = "q50") -> pd.DataFrame:
     for n in names[1:]:
         if not results[n].forecasts["delivery_start"].reset_index(drop=True).equals(first.reset_index(drop=True)):
             raise TrainingDataError(f"backtests {names[0]!r} and {n!r} cover different hours; compare like with like")
-    actual = daily(results[names[0]], "actual")
+    actual = daily(results[names[0]].forecasts, "actual")
     ok = ~np.isnan(actual).any(axis=1)
+    forecast = {n: daily(results[n].forecasts, point)[ok] for n in names}
     rows = []
     for n in names:
         row = {"model": n, **results[n].overall()}
         for other in names:
             if other != n:
-                row[f"dm_vs_{other}"] = diebold_mariano(actual[ok], daily(results[n], point)[ok],
-                                                        daily(results[other], point)[ok])
+                row[f"dm_vs_{other}"] = diebold_mariano(actual[ok], forecast[n], forecast[other])
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")

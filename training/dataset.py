@@ -14,6 +14,7 @@ data, for the MLflow run.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,9 +42,9 @@ class TrainingData:
     features: list[str]
     lineage: dict[str, object] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def days(self) -> pd.Series:
-        """The local delivery day of every row (naive midnight)."""
+        """The local delivery day of every row (naive midnight); the frame is not changed after loading."""
         return local_days(self.frame["delivery_start"], self.market.timezone)
 
     def first_day(self) -> dt.date:
@@ -74,17 +75,19 @@ def load(store, lake: Lake, market_code: str, start: dt.date, end: dt.date, *, s
 
     Raises:
         UnknownMarketError: the market is not registered.
-        TrainingDataError: an empty window, no prices, fewer than ``min_days`` days with prices and
-            features, or a feature the service offers that is missing on every row of the window.
+        TrainingDataError: an empty window, no prices, or fewer than ``min_days`` days with prices
+            and features. (A feature missing on every row, such as solar in a market without solar
+            forecasts, is no error: models leave it out, and the lineage names it.)
         FeatureStoreError: the feature service is unknown or knows nothing for the window.
     """
-    market = MarketData(lake).registry().get(market_code)
+    md = MarketData(lake)
+    market = md.registry().get(market_code)
     lineage = snapshots(lake)  # before reading, so the run names data at least as old as what it saw
     rows = delivery_rows(market, start, end)
     frame = featurestore.training_set(store, service, rows)
     frame = frame.rename(columns={featurestore.ENTITY_TIMESTAMP: ISSUED_AT})
     names = [c for c in frame.columns if c not in ("market", "delivery_start", ISSUED_AT, "missing_features")]
-    prices = MarketData(lake).prices(market.code, rows["delivery_start"].min(),
+    prices = md.prices(market.code, rows["delivery_start"].min(),
                                      rows["delivery_start"].max() + pd.Timedelta(hours=1))
     if prices.empty:
         raise TrainingDataError(f"market {market.code!r} has no prices from {start} to {end}; "
@@ -109,10 +112,7 @@ def load(store, lake: Lake, market_code: str, start: dt.date, end: dt.date, *, s
 def snapshots(lake: Lake) -> dict[str, object]:
     """Current Iceberg snapshot id of every table a training run reads."""
     tables = [f"{lake.settings.namespace}.prices", *(g.ident for g in GROUPS)]
-    out = {}
-    for t in tables:
-        out[f"snapshot:{t}"] = lake.snapshot_id(t)
-    return out
+    return {f"snapshot:{t}": lake.snapshot_id(t) for t in tables}
 
 
 def known_targets(data: TrainingData, issued_at: pd.Timestamp) -> np.ndarray:

@@ -116,8 +116,8 @@ def train(settings: AurumSettings, market: str, spec: ModelSpec, *, backtest_day
     end = data.last_day() + dt.timedelta(days=1)
     window = backtest.BacktestWindow(end - dt.timedelta(days=backtest_days), end, refit_days, train_days)
     results, comparison = run_backtests(data, spec, window, baselines=baselines, progress=say)
-    say(f"fit {spec.kind} on {data.first_day()} .. {data.last_day()}")
     final, rows = fit_final(data, spec, train_days)
+    say(f"fitted {spec.kind} on {len(rows):,} hours up to {data.last_day()}")
     name = tracking.model_name(settings, market)
     with ml.run(session.experiment_id, f"train {spec.kind} {market}", tags=run_tags(data, spec, "train")) as run_id:
         log_run(data, spec, window, results, comparison)
@@ -186,15 +186,6 @@ def log_run(data: TrainingData, spec: ModelSpec, window: backtest.BacktestWindow
                                               f"{code}: MAE by local hour"), "plots/error_by_hour.png")
     ml.log_figure(tracking.plot_calibration(cand.forecasts, cand.quantile_columns, f"{code}: calibration"),
                   "plots/calibration.png")
-    ml.log_text(comparison.to_markdown() if _has_tabulate() else comparison.to_string(), "backtest/comparison.md")
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def approve_candidate(session: Session, market: str, version: str, candidate: backtest.Backtest | None = None,

@@ -18,6 +18,7 @@ import pandas as pd
 from features.errors import RegistryUnavailableError
 from features.settings import AurumSettings
 from models import mlflow_model as ml
+from models.metrics import quantile_level
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,17 +31,14 @@ def open_tracking(settings: AurumSettings) -> str:
     """
     uri = settings.mlflow_tracking_uri()
     if settings.profile == "prod" and not settings.mlflow.tracking_uri:
-        _ensure_schema(settings.postgres_url, "mlflow")
+        ensure_schema(settings.postgres_url, "mlflow")
     elif uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     elif uri.startswith(("postgresql", "mysql", "mssql")):
         _reachable(uri)  # MLflow itself retries an unreachable database for about 100 s
     ml.configure(uri)
     with _first_use_lock(uri):
-        try:
-            ml.ping()
-        except ml.RegistryUnavailable as exc:
-            raise RegistryUnavailableError(f"the MLflow store at {redact(uri)} does not answer: {exc}") from exc
+        ml.ping(redact(uri))
         return ml.experiment(settings.mlflow.experiment, settings.mlflow_artifact_root())
 
 
@@ -77,7 +75,7 @@ def _reachable(url: str) -> None:
         raise RegistryUnavailableError(f"the MLflow store at {redact(url)} does not answer: {exc.orig}") from exc
 
 
-def _ensure_schema(url: str, schema: str) -> None:
+def ensure_schema(url: str, schema: str) -> None:
     import sqlalchemy
 
     try:
@@ -166,7 +164,7 @@ def plot_calibration(forecasts: pd.DataFrame, quantile_columns: list[str], title
     import matplotlib.pyplot as plt
 
     f = forecasts[forecasts["actual"].notna()]
-    levels = [float(c[1:]) / 100 for c in quantile_columns]
+    levels = [quantile_level(c) for c in quantile_columns]
     observed = [float(np.mean(f["actual"] <= f[c])) for c in quantile_columns]
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="perfect")

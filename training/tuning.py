@@ -25,6 +25,7 @@ from models import mlflow_model as ml
 from training import backtest
 from training.dataset import TrainingData
 from training.specs import ModelSpec
+from training.tracking import ensure_schema, redact
 
 
 def lgbm_space(trial) -> dict[str, object]:
@@ -52,9 +53,7 @@ def storage_url(settings: AurumSettings) -> str:
         path = settings.home_dir / "optuna.db"
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
-    from training.tracking import _ensure_schema
-
-    _ensure_schema(settings.postgres_url, "optuna")
+    ensure_schema(settings.postgres_url, "optuna")
     sep = "&" if "?" in settings.postgres_url else "?"
     return f"{settings.postgres_url}{sep}options=-csearch_path%3Doptuna"
 
@@ -120,7 +119,7 @@ def tune(settings: AurumSettings, experiment_id: str, data: TrainingData, kind: 
 
     with ml.run(experiment_id, f"tune {kind} {data.market.code}",
                 tags={"stage": "tune", "study": name, "market": data.market.code, "model_kind": kind}) as run_id:
-        ml.log_params({"study": name, "storage": _redact(storage), "trials": trials, "folds": folds,
+        ml.log_params({"study": name, "storage": redact(storage), "trials": trials, "folds": folds,
                        "fold_days": fold_days, "until": until,
                        "fold_windows": [f"{w.start}..{w.end}" for w in windows]})
         study.optimize(objective, n_trials=trials, catch=())
@@ -131,7 +130,7 @@ def tune(settings: AurumSettings, experiment_id: str, data: TrainingData, kind: 
         params = ModelSpec.of(kind, **_spec_params(kind, best.params)).params
         ml.log_metrics({"best_mae": best.value, "study_trials": len(study.trials)})
         ml.set_tags({"best_params": ModelSpec(kind, params).to_json()})
-    return TuneResult(name, _redact(storage), len(study.trials), float(best.value), params, run_id,
+    return TuneResult(name, redact(storage), len(study.trials), float(best.value), params, run_id,
                       [(w.start, w.end) for w in windows])
 
 
@@ -151,12 +150,6 @@ def best_params(settings: AurumSettings, kind: str, market: str, study_name: str
         study = optuna.load_study(study_name=name, storage=storage_url(settings))
         return _spec_params(kind, study.best_trial.params)
     except (KeyError, ValueError) as exc:
-        raise ConfigurationError(f"study {name!r} has no completed trial in {_redact(storage_url(settings))}; "
+        raise ConfigurationError(f"study {name!r} has no completed trial in {redact(storage_url(settings))}; "
                                  f"run aurum tune --market {market} --model {kind} first") from exc
-
-
-def _redact(url: str) -> str:
-    from training.tracking import redact
-
-    return redact(url)
 
