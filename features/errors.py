@@ -91,3 +91,66 @@ class RegistryError(AurumError, RuntimeError):
 
 class RegistryUnavailableError(AurumError, ConnectionError):
     """The MLflow tracking or registry store does not answer."""
+
+
+class ServingStoreUnavailableError(AurumError, ConnectionError):
+    """The serving database (API keys, saved scenarios: SQLite under home or PostgreSQL) does not answer."""
+
+
+class ApiKeyError(AurumError, ValueError):
+    """An API-key request that cannot be done: a bad tenant or market list, an unknown key id."""
+
+
+class ScenarioError(AurumError, ValueError):
+    """A what-if scenario that cannot be applied to the given inputs: an input it overrides is absent,
+    or an override would make an input impossible (a negative load, a non-finite value)."""
+
+
+class ScenarioNotFoundError(AurumError, LookupError):
+    """No saved scenario of that name for the tenant."""
+
+
+class ForecastUnavailableError(AurumError, LookupError):
+    """No forecast can be made for a market and day: no model serves the market, or neither the
+    features nor the baseline's inputs (prices a week earlier) are known."""
+
+
+class ForecastRequestError(AurumError, ValueError):
+    """A forecast request the service refuses: a delivery day outside the accepted range, a quantile
+    the serving model cannot give, more items than the limit. The message names the field."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class AccessDeniedError(AurumError, PermissionError):
+    """An API key that may not do this: another tenant's market, or an admin endpoint without an admin key."""
+
+
+class ForecastArchiveError(AurumError, ValueError):
+    """Forecast rows that break the contract of the archive table ``serving.forecasts``: a missing,
+    unknown, null or out-of-range column. ``column`` names it."""
+
+    def __init__(self, message: str, *, column: str | None = None):
+        super().__init__(message)
+        self.column = column
+
+
+class ArchiveBacklogError(AurumError, RuntimeError):
+    """The forecast archive did not take rows: it is closed, or its unflushed backlog is full because
+    the lake has refused flushes for a while. The rows offered were not queued."""
+
+
+class NoChampionError(AurumError, LookupError):
+    """A market with no model to monitor: no registered model, no ``champion`` alias, or no MLflow store yet."""
+
+
+class LineageError(AurumError, ValueError):
+    """A champion whose MLflow run does not record what its reference data needs (data window, feature
+    service, snapshots), or a cached reference that does not belong to it. Names the run and what is missing."""
+
+
+class MonitoringDataError(AurumError, ValueError):
+    """A monitoring window that cannot be judged: no features known for its days, or a reference too short
+    to calibrate drift thresholds on. Names the market, the window and the data that exists."""

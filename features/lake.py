@@ -10,6 +10,9 @@ default):
 ``markets``       the markets the lake knows, with their clocks and provenance.
 ``ingest_batches`` one row per committed ingest: the file hash, row counts, snapshot ids.
 
+The forecast archive ``serving.forecasts`` (:func:`forecast_table_layout`) lives in its own namespace:
+it is written by the serving stage and read by monitoring, not ingested market data.
+
 Market tables are partitioned by ``market`` and ``year(delivery_start)`` and sorted by
 ``delivery_start``, so reading one market over a window touches one or two files per year of the
 window, whatever the table's size.
@@ -33,7 +36,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NamespaceAlreadyExistsError,
+    NoSuchTableError,
+    ValidationException,
+)
 from pyiceberg.expressions import (
     AlwaysTrue,
     And,
@@ -50,8 +58,17 @@ from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.sorting import SortField, SortOrder
-from pyiceberg.transforms import IdentityTransform, YearTransform
-from pyiceberg.types import DoubleType, LongType, NestedField, StringType, TimestamptzType
+from pyiceberg.transforms import IdentityTransform, MonthTransform, YearTransform
+from pyiceberg.types import (
+    BooleanType,
+    DateType,
+    DoubleType,
+    ListType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestamptzType,
+)
 from sqlalchemy.exc import OperationalError as SqlOperationalError
 
 from features.errors import CatalogUnavailableError, CommitConflictError
@@ -190,6 +207,71 @@ def feature_table_layout(features: dict[str, str]) -> tuple[Schema, PartitionSpe
     schema = _fields(*specs)
     spec, order = _time_partitioned(schema)
     return schema, spec, order
+
+
+FORECASTS_TABLE = "serving.forecasts"
+"""The forecast archive (the inference log): namespace ``serving``, because the serving stage writes it
+(the forecast service and ``aurum score``) and monitoring reads it; ``market`` holds ingested market
+data only, and a deployment that renames its market namespace keeps the archive where readers expect it."""
+
+
+def forecast_table_layout() -> tuple[Schema, PartitionSpec, SortOrder]:
+    """Schema, partitioning and sort order of ``serving.forecasts``: one row per (request or batch,
+    market, delivery hour, model, scenario).
+
+    Invariants the writers keep (``serving.archive`` checks them before anything is queued):
+    ``levels`` is strictly increasing inside (0, 1), ``values`` has the same length and order and does
+    not decrease, and ``forecast`` is the value at level 0.5; ``issued_at`` (the knowledge cut-off) is
+    not after ``served_at``; ``batch_id`` is set exactly when ``source`` is ``batch``.
+
+    Partitioned by ``market``, ``month(delivery_start)`` and ``source``: monitoring reads one market
+    over weeks or months of delivery, which then opens one or two months; a day partition would
+    multiply the small files every flush leaves (one per partition it touches), a year partition
+    would make a compaction rewrite a whole year. ``source`` keeps batch rows in files of their own,
+    so a batch job's copy-on-write commits (``serving.archive.write_days``) read and rewrite only
+    batch files, never the service's live rows, and stay short when service flushes keep committing
+    beside them. Sorted by market and delivery start.
+    """
+    doubles = "list<double>"  # replaced below by list types whose element ids follow the top-level ids
+    specs = [
+        ("request_id", _STR, True, "id of the API request or batch chunk that produced the row"),
+        ("batch_id", _STR, False, "id of the batch-scoring job (aurum score); null for API requests"),
+        ("source", _STR, True, "who asked: api, batch or scenario"),
+        ("tenant", _STR, True, "tenant of the API key; 'internal' for batch jobs unless given"),
+        ("market", _STR, True, "market code"),
+        ("delivery_day", DateType(), True, "local delivery day D of the market"),
+        ("delivery_start", _TS, True, "start of the delivery hour, UTC"),
+        ("issued_at", _TS, True, "knowledge cut-off of the forecast: gate closure on D-1 (or the request time "
+                                 "if earlier), UTC; no input known later was used"),
+        ("served_at", _TS, True, "when the forecast was computed and returned or archived, UTC"),
+        ("levels", doubles, True, "quantile levels, increasing, such as [0.1, 0.5, 0.9]"),
+        ("values", doubles, True, "forecast price at each level of levels, same order, currency/MWh"),
+        ("forecast", _DBL, True, "point forecast: the median (level 0.5), currency/MWh"),
+        ("model_name", _STR, True, "registered model name, such as day_ahead_SYN_NORTH"),
+        ("model_version", _STR, True, "registered model version"),
+        ("model_alias", _STR, True, "alias the model was served under: champion, challenger or baseline"),
+        ("shadow", BooleanType(), True, "computed beside the served forecast, not returned to the caller"),
+        ("scenario", _STR, False, "name of the what-if scenario; null for the base case"),
+        ("feature_service", _STR, True, "Feast feature service the inputs came through, such as day_ahead_v1"),
+        ("feature_snapshot", _LONG, False, "snapshot id of features.price_features when the inputs were read "
+                                           "(the table the online store is loaded from); null if unknown"),
+        ("feature_known_at", _TS, False, "latest time any input of the row became known, UTC; null when the "
+                                         "lookup does not report it (offline reads: at most issued_at)"),
+        ("quality", _STR, True, "ok, or degraded when an input was missing or stale"),
+        ("quality_reason", _STR, False, "why the row is degraded: which inputs were missing or stale; null if ok"),
+    ]
+    element_ids = iter(range(len(specs) + 1, 2 * len(specs) + 1))
+    schema = _fields(*((name, ListType(element_id=next(element_ids), element=_DBL, element_required=True)
+                        if typ == doubles else typ, req, doc) for name, typ, req, doc in specs))
+    market = schema.find_field("market").field_id
+    start = schema.find_field("delivery_start").field_id
+    source = schema.find_field("source").field_id
+    spec = PartitionSpec(
+        PartitionField(source_id=market, field_id=1000, transform=IdentityTransform(), name="market"),
+        PartitionField(source_id=start, field_id=1001, transform=MonthTransform(), name="delivery_month"),
+        PartitionField(source_id=source, field_id=1002, transform=IdentityTransform(), name="source"),
+    )
+    return schema, spec, SortOrder(SortField(source_id=market), SortField(source_id=start))
 
 
 @dataclass
@@ -375,7 +457,7 @@ class Lake:
                 commit.table = name
                 self._expire(table)
                 return commit
-            except (CommitFailedException, SqlOperationalError) as exc:
+            except (CommitFailedException, ValidationException, SqlOperationalError) as exc:
                 if attempt == retries:
                     raise CommitConflictError(
                         f"commit to {self.ident(name)!r} still conflicted after {retries} retries: {exc}"
@@ -444,7 +526,7 @@ class Lake:
                         for f in commit.removed:
                             op.append_data_file(f)
                 return
-            except (CommitFailedException, SqlOperationalError):
+            except (CommitFailedException, ValidationException, SqlOperationalError):
                 if attempt == self.settings.commit_retries:
                     raise
                 time.sleep(0.05 * 2**attempt)
@@ -484,9 +566,18 @@ class _Transaction(Transaction):
     pyiceberg 0.12 rebuilds (deep-copies) the whole table metadata on every read of
     ``Transaction.table_metadata``, dozens of times per commit. The metadata only changes when
     the table's base metadata or the staged updates change, so it is cached on exactly those.
+
+    It also declines pyiceberg 0.12's own retry of a conflicting commit: that retry re-applies the
+    staged snapshot on the newer table (or fails its validation with ``ValidationException``), but
+    what ``Lake.rewrite`` stages was decided from rows read before the conflict (a merge, a skip of
+    what is already there) and must be recomputed from the new state, which ``rewrite`` does on the
+    ``CommitFailedException`` raised here.
     """
 
     _cached: tuple[object, int, object] | None = None
+
+    def _rebuild_snapshot_updates(self) -> None:
+        raise CommitFailedException("the table changed during the commit; redone from the new state")
 
     @property
     def table_metadata(self):  # type: ignore[override]
@@ -529,3 +620,36 @@ def _redact(uri: str) -> str:
         cred, host = rest.rsplit("@", 1)
         return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}" if ":" in cred else uri
     return uri
+
+
+# ---------------------------------------------------------------- monitoring metrics (written by the monitoring stage)
+
+MONITORING_METRICS_TABLE = "monitoring.monitoring_metrics"
+"""The monitoring time series: namespace ``monitoring``, because the monitoring stage writes it; one row per
+metric of every check (``aurum monitor drift`` and later quality checks)."""
+
+
+def monitoring_metrics_layout() -> tuple[Schema, PartitionSpec, SortOrder]:
+    """Schema, partitioning and sort order of ``monitoring.monitoring_metrics``: one row per (check, metric).
+
+    A check (``run_id``) writes all its rows in one commit, so a reader never sees half a check. ``state``
+    is the outcome of the row's own test: ``ok`` or ``drift`` for a feature's drift score, ``ok``, ``warn``
+    or ``alert`` for a rule and for the check's overall ``state`` row. Partitioned by ``market`` only: a
+    check rewrites its market's few rows, which keeps one file per market; sorted by ``computed_at``.
+    """
+    schema = _fields(
+        ("run_id", _STR, True, "id of the monitoring check that wrote the row"),
+        ("market", _STR, True, "market code"),
+        ("model_name", _STR, True, "registered model monitored, such as day_ahead_SYN_NORTH"),
+        ("model_version", _STR, True, "its registered version (the champion at the time of the check)"),
+        ("monitor", _STR, True, "what was checked: drift (later: quality)"),
+        ("window_start", _TS, True, "start of the window's first local delivery day, UTC"),
+        ("window_end", _TS, True, "end of the window's last local delivery day (exclusive), UTC"),
+        ("metric", _STR, True, "metric name, such as drift_share, drift.fuel_price_eur_mwh, rule.drift_share, state"),
+        ("value", _DBL, False, "metric value; null when it could not be computed"),
+        ("state", _STR, True, "outcome of the row's test: ok, drift, warn or alert"),
+        ("computed_at", _TS, True, "when the check ran, UTC"),
+    )
+    market = schema.find_field("market").field_id
+    spec = PartitionSpec(PartitionField(source_id=market, field_id=1000, transform=IdentityTransform(), name="market"))
+    return schema, spec, SortOrder(SortField(source_id=schema.find_field("computed_at").field_id))

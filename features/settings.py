@@ -101,6 +101,104 @@ class ApprovalSettings(BaseModel):
     max_rmae: float = Field(1.0, gt=0, description="A first champion must beat the weekly naive forecast (rMAE below this).")
 
 
+class ServingSettings(BaseModel):
+    """The forecast service: what it serves, how often it re-reads the registry, request limits."""
+
+    host: str = Field("127.0.0.1", description="Address `aurum serve` binds; loopback unless deliberately exposed.")
+    port: int = Field(3000, ge=1, le=65535, description="HTTP port of `aurum serve`.")
+    workers: int = Field(1, ge=1, description="Service worker processes (each loads the models once).")
+    markets: tuple[str, ...] = Field((), description="Markets served (their champions are loaded); empty = every market with a champion.")
+    reload_interval_s: float = Field(30.0, gt=0, description="Seconds between checks of the registry's champion alias.")
+    shadow: bool = Field(False, description="Score every request with the challenger too, off the request path (archived as shadow).")
+    auth: bool = Field(True, description="Require an API key on the forecast endpoints (health and metrics stay open).")
+    max_days_ahead: int = Field(2, ge=1, description="Latest delivery day accepted: today (market time) plus this many days.")
+    max_days_back: int = Field(3660, ge=0, description="Earliest delivery day accepted: today minus this many days.")
+    max_batch_items: int = Field(64, ge=1, description="Most (market, day) forecasts in one batch call.")
+    max_scenarios: int = Field(8, ge=1, description="Most scenarios in one scenario call.")
+    max_request_bytes: int = Field(65536, ge=1024, description="Largest request body accepted.")
+    stale_after_s: float | None = Field(
+        None, gt=0, description="Features older than this at the issue time are stale (default: the feature views' TTL).")
+    archive: bool = Field(True, description="Append every served forecast to the Iceberg table `forecasts`.")
+    max_missing_hours: int = Field(
+        1, ge=0, description="Hours of a day a model input may be missing (a lag of the hour a DST change removed) "
+                             "before the baseline answers instead of the model.")
+    cache_size: int = Field(4096, ge=0, description="Forecasts kept per model, keyed by the exact feature values (0 = off).")
+    # The serving database (API keys, saved scenarios) and the key cache of serving.keys.
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the serving database; default: SQLite home/serving.db (local) or "
+        "AURUM_POSTGRES_URL (prod), in schema db_schema.")
+    db_schema: str = Field(
+        "serving", pattern=r"^[a-z_][a-z0-9_]*$",
+        description="PostgreSQL schema of the serving tables, created if missing (ignored on SQLite).")
+    key_cache_seconds: float = Field(
+        30.0, ge=0, description="How long a verified API key is trusted without a database read; a revocation "
+        "takes effect in other processes within this time (0: read the database on every request).")
+
+
+class AlertRules(BaseModel):
+    """Warn and alert levels of the monitoring rules (``monitoring.alerts``); a state is ok below the warn level.
+
+    Drift rules are judged on every ``aurum monitor drift``; the performance rules (error ratio,
+    coverage) on forecast-quality checks. ``coverage`` is a band: warn outside the first band, alert
+    outside the second.
+    """
+
+    drift_share_warn: float = Field(0.2, ge=0, le=1, description="Share of monitored features drifting that warns.")
+    drift_share_alert: float = Field(0.35, ge=0, le=1, description="Share of monitored features drifting that alerts.")
+    feature_drift_warn: float = Field(
+        1.5, gt=0, description="Largest drift of one feature, as a multiple of its calibrated threshold, that warns.")
+    feature_drift_alert: float = Field(
+        2.0, gt=0, description="Largest drift of one feature, as a multiple of its calibrated threshold, that alerts.")
+    prediction_drift_warn: float = Field(
+        1.0, gt=0, description="Prediction drift as a multiple of its calibrated threshold that warns.")
+    prediction_drift_alert: float = Field(
+        2.0, gt=0, description="Prediction drift as a multiple of its calibrated threshold that alerts.")
+    missing_share_warn: float = Field(0.02, ge=0, le=1, description="Share of missing feature values in the window that warns.")
+    missing_share_alert: float = Field(0.10, ge=0, le=1, description="Share of missing feature values in the window that alerts.")
+    data_lag_hours_warn: float = Field(
+        24.0, ge=0, description="Stale data: hours between the window's end and its last delivery hour with features that warn.")
+    data_lag_hours_alert: float = Field(48.0, ge=0, description="Stale data: the same lag that alerts.")
+    error_ratio_warn: float = Field(1.25, gt=0, description="Live MAE over the champion's backtest MAE that warns.")
+    error_ratio_alert: float = Field(1.5, gt=0, description="Live MAE over the champion's backtest MAE that alerts.")
+    coverage_warn_band: tuple[float, float] = Field(
+        (0.74, 0.86), description="Coverage of the 80 % interval outside this band warns.")
+    coverage_alert_band: tuple[float, float] = Field(
+        (0.65, 0.95), description="Coverage of the 80 % interval outside this band alerts.")
+
+
+class MonitoringSettings(BaseModel):
+    """Drift monitoring of the serving champions: how windows are compared, report sizes, alert rules."""
+
+    experiment: str = Field("aurum-monitoring", description="MLflow experiment of monitoring runs (one run per check).")
+    season_half_width_days: int = Field(
+        14, ge=1, le=182, description="A window is compared with the reference days within this many days of its "
+        "own days in the calendar year (like seasons; whole days, so like hours).")
+    calibration_guard_days: int = Field(
+        28, ge=0, description="Calibration compares each reference week with reference days of its season at least "
+        "this many days away from it (weather persists for days, fuel prices for weeks: nearer days would hide "
+        "the variation a window a year later shows).")
+    threshold_margin: float = Field(
+        1.5, ge=1.0, description="A feature drifts when its distance exceeds the largest distance of any reference "
+        "week from its season, times this margin.")
+    min_threshold: float = Field(0.05, gt=0, description="Floor of every calibrated threshold (distance in reference standard deviations).")
+    min_calibration_weeks: int = Field(4, ge=2, description="Reference weeks needed to calibrate thresholds.")
+    calibration_max_rows: int = Field(
+        5_000, ge=500, description="Rows per side of a calibration comparison beyond which it is sampled (large "
+        "references: the distances barely move, the time stays flat).")
+    max_rows: int = Field(
+        50_000, ge=1_000, description="Rows per side beyond which a window and its matched reference are sampled "
+        "(stratified by day and hour) before distances and the Evidently report.")
+    reference_max_rows: int = Field(
+        200_000, ge=1_000, description="Rows of the cached reference beyond which it is sampled (stratified by day and "
+        "hour); scales are computed on every row first.")
+    webhook_url: str | None = Field(None, description="URL that receives one JSON POST per alert state change.")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Seconds a webhook POST may take.")
+    rules: AlertRules = Field(default_factory=AlertRules, description="Warn and alert levels of every market.")
+    market_rules: dict[str, dict[str, float | tuple[float, float]]] = Field(
+        default_factory=dict, description="Per market, the levels that differ from `rules`, such as "
+        '{"SYN_NORTH": {"drift_share_alert": 0.3}}.')
+
+
 class AurumSettings(BaseSettings):
     """Settings of the whole platform; build one in an entry point and pass it down."""
 
@@ -129,6 +227,9 @@ class AurumSettings(BaseSettings):
     )
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="MLflow tracking and registry.")
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings, description="The champion approval gate.")
+    serving: ServingSettings = Field(default_factory=ServingSettings, description="The forecast service.")
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings,
+                                           description="Drift monitoring and alert rules.")
 
     @property
     def home_dir(self) -> Path:

@@ -128,6 +128,12 @@ def log_forecaster(forecaster: Forecaster, example: pd.DataFrame, *, name: str =
         )
 
 
+def download_model(uri: str, dst: str | Path) -> Path:
+    """Copy the model files at ``uri`` (``models:/name/version``) into ``dst``: a folder that loads
+    with :func:`load_forecaster` without the registry (a served bundle)."""
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+
+
 def load_forecaster(uri: str):
     """The pyfunc model at ``uri`` (``runs:/…``, ``models:/name@alias``, a path)."""
     return mlflow.pyfunc.load_model(uri)
@@ -159,6 +165,26 @@ def ping(store: str) -> None:
     except Exception as exc:  # noqa: BLE001 - every backend fails differently; the cause is kept
         raise RegistryUnavailableError(f"the MLflow store at {store} does not answer: "
                                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
+
+
+def check_reachable(url: str, redacted: str | None = None) -> None:
+    """Fail fast (:class:`RegistryUnavailableError`) when a database-backed store cannot be connected to.
+
+    MLflow itself retries a lost database for minutes before it gives up; a quick connect first
+    turns an outage into an immediate, clear error. Other stores (files, HTTP) are not checked here.
+    """
+    if not url.startswith(("postgresql", "mysql", "mssql")):
+        return
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url.split("?")[0], connect_args={"connect_timeout": 5}
+                                          if url.startswith("postgresql") else {})
+        with engine.connect():
+            pass
+        engine.dispose()
+    except sqlalchemy.exc.OperationalError as exc:
+        raise RegistryUnavailableError(f"the MLflow store at {redacted or url} does not answer: {exc.orig}") from exc
 
 
 def experiment(name: str, artifact_location: str | None = None) -> str:

@@ -76,3 +76,14 @@ def test_mlflow_is_imported_only_by_its_adapter():
     users = sorted(str(p.relative_to(ROOT)) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
                    if "mlflow" in {n.split(".")[0] for n in _all_imports(p)})
     assert users == ["models/mlflow_model.py"]
+
+
+@pytest.mark.parametrize("sdk, adapter", [
+    ("bentoml", "serving/service.py"),
+    ("evidently", "monitoring/evidently_adapter.py"),
+    ("ray", "serving/batch.py"),
+])
+def test_each_serving_and_monitoring_sdk_has_one_adapter(sdk, adapter):
+    users = sorted(str(p.relative_to(ROOT)) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+                   if sdk in {n.split(".")[0] for n in _all_imports(p)})
+    assert users == [adapter]

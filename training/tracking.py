@@ -35,7 +35,7 @@ def open_tracking(settings: AurumSettings) -> str:
     elif uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     elif uri.startswith(("postgresql", "mysql", "mssql")):
-        _reachable(uri)  # MLflow itself retries an unreachable database for about 100 s
+        ml.check_reachable(uri, redact(uri))  # MLflow itself retries an unreachable database for about 100 s
     ml.configure(uri)
     with _first_use_lock(uri):
         ml.ping(redact(uri))
@@ -60,19 +60,6 @@ def _first_use_lock(uri: str):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _reachable(url: str) -> None:
-    import sqlalchemy
-
-    try:
-        engine = sqlalchemy.create_engine(url.split("?")[0], connect_args={"connect_timeout": 5}
-                                          if url.startswith("postgresql") else {})
-        with engine.connect():
-            pass
-        engine.dispose()
-    except sqlalchemy.exc.OperationalError as exc:
-        raise RegistryUnavailableError(f"the MLflow store at {redact(url)} does not answer: {exc.orig}") from exc
 
 
 def ensure_schema(url: str, schema: str) -> None:

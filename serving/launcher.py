@@ -1,0 +1,89 @@
+"""Start the forecast service as its own process and wait until it is ready (tests, benchmarks, demos).
+
+``aurum serve`` runs it in the foreground; this starts ``bentoml serve`` in the background on a free
+(or given) loopback port and returns once ``/readyz`` answers 200, or fails with the end of its log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE_TARGET = "serving.service:ForecastService"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def service_command(target: str, host: str, port: int) -> list[str]:
+    """The ``bentoml serve`` command of a source target or a Bento tag."""
+    cmd = [str(Path(sys.executable).with_name("bentoml")), "serve", target, "--host", host, "--port", str(port)]
+    return cmd + (["--working-dir", str(ROOT)] if target == SOURCE_TARGET else [])
+
+
+@dataclass
+class ServiceProcess:
+    url: str
+    process: subprocess.Popen
+    log: Path
+    started: float  # time.monotonic() when the process was started
+    ready_after: float  # seconds from start to the first 200 of /readyz
+
+    def client(self, key: str | None = None, **kw) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+def start(home: Path, log: Path, *, port: int | None = None, target: str = SOURCE_TARGET, timeout: float = 90.0,
+          env: dict[str, str] | None = None) -> ServiceProcess:
+    """Start the service on 127.0.0.1 for the home folder ``home``; returns once it is ready.
+
+    The service gets only the ``AURUM_`` variables given here (``AURUM_HOME`` and ``env``), so the
+    caller's shell cannot change what is measured or tested.
+    """
+    port = port or free_port()
+    full = {**{k: v for k, v in os.environ.items() if not k.startswith("AURUM_")}, "AURUM_HOME": str(home),
+            "BENTOML_HOME": str(home / "bentoml"), "BENTOML_DO_NOT_TRACK": "True", **(env or {})}
+    out = log.open("wb")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(service_command(target, "127.0.0.1", port), env=full, stdout=out,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    service = ServiceProcess(url, proc, log, t0, 0.0)
+    with httpx.Client(timeout=2) as probe:
+        while time.monotonic() < t0 + timeout:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if probe.get(f"{url}/readyz").status_code == 200:
+                    service.ready_after = time.monotonic() - t0
+                    return service
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+    service.stop()
+    raise RuntimeError(f"service not ready within {timeout} s:\n{log.read_text()[-3000:]}")

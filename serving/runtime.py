@@ -1,0 +1,432 @@
+"""The forecast service's work, free of any web framework: look up a day's features, run the
+serving model (or the baseline when features are stale), apply scenarios, and feed the archive.
+
+Invariants:
+- A forecast for delivery day D uses the online store's features of D's hours, with the calendar
+  computed at request time by the same transform as in training, and reports how fresh they were.
+- Only the registry's ``champion`` (or a bundled copy of it) answers; when any model input of the
+  day is missing or older than the freshness limit, the market's weekly-naive baseline (fitted on
+  prices known at the issue time) answers instead, with ``quality: "degraded"`` and the reason.
+  There is no silent third path: without either, the request fails with the reason.
+- Forecasts are deterministic in their inputs, so a model keeps recent forecasts keyed by the exact
+  feature values (and quantiles): a changed feature is a different key, never a stale answer.
+- Archiving is off the request path: the request enqueues, a background thread writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import queue
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features import featurestore
+from features.errors import AurumError, ForecastRequestError, ForecastUnavailableError
+from features.lake import Lake
+from features.marketdata import MarketData
+from features.markets import Market
+from features.settings import AurumSettings
+from features.transforms.calendar import CalendarAdder
+from features.transforms.localtime import local_day_and_hour
+from features.transforms.price_lags import PriceLagsAdder
+from models.featureframe import CALENDAR_FEATURES, FEATURE_SERVICE
+from models.forecaster import quantile_column
+from models.naive import WeeklyNaive
+from serving.champions import CHALLENGER, CHAMPION, ModelBook, ServedModel
+
+log = logging.getLogger(__name__)
+BASELINE = "baseline"
+BASELINE_WEEKS = 8  # weeks of weekly-naive residuals behind the baseline's intervals
+
+
+@dataclass
+class DayForecast:
+    """One computed forecast of one market's delivery day (what the API and the archive report)."""
+
+    market: str
+    delivery_day: dt.date
+    timezone: str
+    issued_at: pd.Timestamp
+    delivery_start: pd.DatetimeIndex
+    local_hour: np.ndarray
+    quantiles: tuple[float, ...]
+    values: np.ndarray  # hours x quantiles
+    model_name: str
+    model_version: str
+    model_alias: str
+    feature_service: str
+    quality: str
+    quality_reason: str | None
+    known_at: pd.Timestamp | None
+    max_age_s: float | None
+    stale_hours: int
+    missing_inputs: int
+    snapshots: dict[str, int] = field(default_factory=dict)
+    scenario: str | None = None
+    changes: list = field(default_factory=list)
+    cached: bool = False
+    requested: tuple[float, ...] = ()  # the levels asked for; ``quantiles`` adds the median when missing
+
+    def columns(self) -> list[str]:
+        return [quantile_column(q) for q in self.requested or self.quantiles]
+
+    def shown(self) -> np.ndarray:
+        """The values of the requested levels (hours x requested quantiles)."""
+        if not self.requested or self.requested == self.quantiles:
+            return self.values
+        return self.values[:, [self.quantiles.index(q) for q in self.requested]]
+
+    def to_api(self, request_id: str) -> dict:
+        """The JSON-ready response body (``serving.api.ForecastResponse``)."""
+        cols = self.columns()
+        starts = [t.isoformat() for t in self.delivery_start]
+        hours = [{"delivery_start": s, "local_hour": int(h), "values": dict(zip(cols, row))}
+                 for s, h, row in zip(starts, self.local_hour, self.shown().tolist())]
+        return {
+            "request_id": request_id, "market": self.market, "delivery_day": self.delivery_day.isoformat(),
+            "timezone": self.timezone, "issued_at": self.issued_at.isoformat(), "quality": self.quality,
+            "quality_reason": self.quality_reason,
+            "model": {"name": self.model_name, "version": self.model_version, "alias": self.model_alias,
+                      "feature_service": self.feature_service},
+            "features": {"service": self.feature_service, "snapshot_id": self.snapshots.get("price_features"),
+                         "known_at": self.known_at.isoformat() if self.known_at is not None else None,
+                         "max_age_seconds": self.max_age_s, "stale_hours": self.stale_hours,
+                         "missing_inputs": self.missing_inputs},
+            "scenario": self.scenario, "hours": hours,
+        }
+
+
+class ArchiveFeed:
+    """Forecasts on their way to the Iceberg ``forecasts`` table: enqueued by requests, expanded to
+    one row per delivery hour and appended by a background thread (``serving.archive``)."""
+
+    def __init__(self, archive, interval: float = 0.5):
+        self.archive, self.interval = archive, interval
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="archive-feed", daemon=True)
+        self._thread.start()
+
+    def put(self, forecast: DayForecast, *, request_id: str, tenant: str, source: str, shadow: bool = False,
+            batch_id: str | None = None) -> None:
+        self.queue.put((forecast, request_id, tenant, source, shadow, batch_id, pd.Timestamp.now(tz="UTC")))
+
+    def _drain(self) -> None:
+        items = []
+        while True:
+            try:
+                items.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        if items:
+            self.archive.append(_rows(items))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._drain()
+            except Exception:  # the archive must never take the service down; the rows stay queued upstream
+                log.exception("archiving forecasts failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._drain()
+        self.archive.close()
+
+
+def _rows(items: list[tuple]) -> pd.DataFrame:
+    """One archive frame (a row per delivery hour) of many queued forecasts, built column by column."""
+    cols: dict[str, list] = {c: [] for c in (
+        "request_id", "batch_id", "source", "tenant", "market", "delivery_day", "delivery_start", "issued_at",
+        "served_at", "levels", "values", "forecast", "model_name", "model_version", "model_alias", "shadow",
+        "scenario", "feature_service", "feature_snapshot", "feature_known_at", "quality", "quality_reason")}
+    for f, request_id, tenant, source, shadow, batch_id, served_at in items:
+        n = len(f.delivery_start)
+        levels = list(f.quantiles)
+        median = f.values[:, levels.index(0.5)]
+        per_forecast = {"request_id": request_id, "batch_id": batch_id, "source": source, "tenant": tenant,
+                        "market": f.market, "delivery_day": f.delivery_day, "issued_at": f.issued_at,
+                        "served_at": served_at, "levels": levels, "model_name": f.model_name,
+                        "model_version": f.model_version, "model_alias": f.model_alias, "shadow": shadow,
+                        "scenario": f.scenario, "feature_service": f.feature_service,
+                        "feature_snapshot": f.snapshots.get("price_features"), "feature_known_at": f.known_at,
+                        "quality": f.quality, "quality_reason": f.quality_reason}
+        for c, v in per_forecast.items():
+            cols[c].extend([v] * n)
+        cols["delivery_start"].extend(f.delivery_start)
+        cols["values"].extend(f.values.tolist())
+        cols["forecast"].extend(median.tolist())
+    frame = pd.DataFrame(cols)
+    frame["delivery_start"] = pd.to_datetime(frame["delivery_start"], utc=True).astype("datetime64[us, UTC]")
+    return frame
+
+
+class ForecastRuntime:
+    """Everything one service process needs to answer forecast requests (see the module docstring)."""
+
+    def __init__(self, settings: AurumSettings, lake: Lake, online: featurestore.OnlineFeatures, book: ModelBook,
+                 feed: ArchiveFeed | None = None):
+        self.settings, self.lake, self.online, self.book, self.feed = settings, lake, online, book, feed
+        self.registry = MarketData(lake).registry()
+        self.stale_after_s = settings.serving.stale_after_s or (online.ttl.total_seconds() if online.ttl else None)
+        self.snapshots: dict[str, int] = {}
+        self.shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="shadow") if book.shadow else None
+        self.scenario_pool = ThreadPoolExecutor(2, thread_name_prefix="scenario")
+        self._calendar = CalendarAdder()
+        self._baselines: dict[tuple, tuple] = {}
+        self.refresh_snapshots()
+
+    @classmethod
+    def open(cls, settings: AurumSettings, *, markets: list[str] | None = None, bundle: Path | None = None,
+             archive: bool | None = None) -> ForecastRuntime:
+        lake = Lake.open(settings)
+        store = featurestore.open_store(settings)
+        online = featurestore.OnlineFeatures(store, FEATURE_SERVICE)
+        registry = MarketData(lake).registry()
+        wanted = list(markets or settings.serving.markets or registry.codes())
+        for m in wanted:
+            registry.get(m)  # unknown market: a clear error at start-up
+        book = ModelBook(settings, wanted, bundle=bundle, shadow=settings.serving.shadow)
+        book.refresh()
+        if not markets and not settings.serving.markets:  # serve what has a model; name the rest at start
+            book.markets = [m for m in wanted if book.champion(m) is not None]
+            book.states = {m: book.states[m] for m in book.markets}
+        feed = None
+        if settings.serving.archive if archive is None else archive:
+            from serving.archive import ForecastArchive
+
+            feed = ArchiveFeed(ForecastArchive(lake))
+        return cls(settings, lake, online, book, feed)
+
+    # ------------------------------------------------------------------ state
+
+    def refresh_snapshots(self) -> None:
+        for table in ("price_features", "exogenous_features", "calendar_features"):
+            try:
+                sid = self.lake.snapshot_id(f"features.{table}")
+            except AurumError:
+                sid = None
+            if sid is not None:
+                self.snapshots[table] = int(sid)
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready when every served market has a model and its features of the next day are fresh."""
+        if not self.book.markets:
+            return False, "no market has an approved champion"
+        missing = [m for m in self.book.markets if self.book.champion(m) is None]
+        if missing:
+            return False, f"no champion loaded for {', '.join(missing)}"
+        return True, "ok"
+
+    def market(self, code: str) -> Market:
+        market = self.registry.get(code)  # UnknownMarketError names the known markets
+        if code not in self.book.states:
+            raise ForecastUnavailableError(f"market {code!r} has no approved model served here; served markets: "
+                                           f"{', '.join(self.book.markets) or 'none'}")
+        return market
+
+    def default_day(self, market: Market) -> dt.date:
+        return (pd.Timestamp.now(tz=market.timezone) + pd.Timedelta(days=1)).date()
+
+    def check_day(self, market: Market, day: dt.date | None, field_name: str = "delivery_day") -> dt.date:
+        day = day or self.default_day(market)
+        today = pd.Timestamp.now(tz=market.timezone).date()
+        lo = today - dt.timedelta(days=self.settings.serving.max_days_back)
+        hi = today + dt.timedelta(days=self.settings.serving.max_days_ahead)
+        if not lo <= day <= hi:
+            raise ForecastRequestError(f"{field_name} {day.isoformat()} is outside the accepted range "
+                                       f"{lo.isoformat()} .. {hi.isoformat()} for {market.code}", field=field_name)
+        return day
+
+    # ------------------------------------------------------------------ forecasts
+
+    def forecast(self, code: str, day: dt.date | None, quantiles: tuple[float, ...], *, scenario=None,
+                 model: ServedModel | None = None) -> DayForecast:
+        """One day's forecast by the champion (or ``model``), falling back to the baseline when stale."""
+        market = self.market(code)
+        day = self.check_day(market, day)
+        served = model or self.book.champion(code)
+        if served is None:
+            raise ForecastUnavailableError(f"no approved model serves {code} (no champion loaded)")
+        self._check_quantiles(served, quantiles)
+        requested = quantiles
+        quantiles = tuple(sorted({*quantiles, 0.5}))  # the median always: the archive's point forecast
+        vec = self.online.vectors(code, day, market.timezone, gate_closure=market.gate_closure)
+        values, local_hour = self._with_calendar(market, day, vec)
+        inputs = [vec.names.index(c) for c in served.inputs]
+        x = values[:, inputs]
+        missing = np.isnan(x)
+        missing[:, [j for j, c in enumerate(served.inputs) if c in CALENDAR_FEATURES]] = False
+        age = vec.feature_age
+        too_old = np.zeros(len(age), bool) if self.stale_after_s is None else \
+            ~(age <= self.stale_after_s)  # NaN age (nothing known) is stale too
+        absent = missing.sum(axis=0) > self.settings.serving.max_missing_hours  # an input gone for the day
+        stale = missing[:, absent].any(axis=1) | too_old
+        known = np.nanmax(vec.known_at) if np.isfinite(vec.known_at).any() else None
+        common = dict(market=code, delivery_day=day, timezone=market.timezone, issued_at=_issue(market, day),
+                      delivery_start=vec.delivery_start, local_hour=local_hour, quantiles=quantiles, requested=requested,
+                      known_at=pd.Timestamp(known, unit="s", tz="UTC") if known is not None else None,
+                      max_age_s=float(np.nanmax(age)) if np.isfinite(age).any() else None,
+                      stale_hours=int(stale.sum()), missing_inputs=int(missing.sum()), snapshots=self.snapshots)
+        if stale.any():
+            reason = _stale_reason(served.inputs, missing & absent, too_old, age, self.stale_after_s)
+            if scenario is not None:
+                raise ForecastUnavailableError(f"scenario {scenario.name!r} needs the model's inputs of {code} "
+                                               f"{day}: {reason}")
+            return self._baseline(market, day, quantiles, common, reason)
+        changes = []
+        if scenario is not None:
+            from serving.scenarios import apply_vectors
+
+            full, changes = apply_vectors(scenario, vec.names, values, local_hour)
+            x = full[:, inputs]
+        key = (day.toordinal(), quantiles, x.tobytes())
+        out = served.cached(key)
+        cached = out is not None
+        if out is None:
+            frame = pd.DataFrame(x, columns=list(served.inputs))
+            frame.insert(0, "delivery_start", vec.delivery_start)
+            frame.insert(0, "market", code)
+            if "hour" not in frame.columns:
+                frame["hour"] = local_hour.astype(float)
+            out = served.forecaster.predict(frame, quantiles)[[quantile_column(q) for q in quantiles]].to_numpy()
+            served.remember(key, out)
+        return DayForecast(**common, values=out, model_name=served.name, model_version=served.version,
+                           model_alias=served.alias, feature_service=served.feature_service, quality="ok",
+                           quality_reason=None, scenario=getattr(scenario, "name", None), changes=changes,
+                           cached=cached)
+
+    def _check_quantiles(self, served: ServedModel, quantiles: tuple[float, ...]) -> None:
+        levels = served.quantiles
+        if not levels:
+            return
+        bad = [q for q in quantiles if q < min(levels) - 1e-9 or q > max(levels) + 1e-9 or
+               (served.forecaster.__class__.__name__ == "ConformalForecaster" and
+                not any(abs(q - a) < 1e-9 for a in served.forecaster.levels()))]
+        if bad:
+            offered = served.forecaster.levels() if hasattr(served.forecaster, "levels") else levels
+            raise ForecastRequestError(f"quantiles {bad!r} are not offered by {served.name} version {served.version}; "
+                                       f"it gives {sorted(offered)!r}", field="quantiles")
+
+    def _with_calendar(self, market: Market, day: dt.date, vec) -> tuple[np.ndarray, np.ndarray]:
+        """The day's feature values with the calendar computed now, as in training, and the local hours."""
+        cal = self._calendar_of(market, day)
+        values = vec.values.copy()
+        for name, column in cal.items():
+            if name in vec.names:
+                values[:, vec.names.index(name)] = column
+        return values, cal["hour"].astype(np.int64)
+
+    @functools.lru_cache(maxsize=2048)  # noqa: B019 - one runtime per process; the calendar never changes
+    def _calendar_of(self, market: Market, day: dt.date) -> dict[str, np.ndarray]:
+        hours, _ = featurestore._day_hours(day, market.timezone, market.gate_closure)
+        frame = self._calendar.transform(pd.Series(hours), market)
+        return {c: frame[c].to_numpy(dtype=float) for c in CALENDAR_FEATURES}
+
+    def _baseline(self, market: Market, day: dt.date, quantiles: tuple[float, ...], common: dict,
+                  reason: str) -> DayForecast:
+        key = (market.code, day, quantiles)
+        hit = self._baselines.get(key)
+        if hit is None:
+            hit = self._fit_baseline(market, day, quantiles, common["delivery_start"])
+            self._baselines[key] = hit
+        values, local_hour = hit
+        return DayForecast(**{**common, "local_hour": local_hour}, values=values,
+                           model_name=f"weekly_naive_{market.code}", model_version=BASELINE, model_alias=BASELINE,
+                           feature_service="market.prices", quality="degraded",
+                           quality_reason=f"{reason}; answered by the weekly-naive baseline")
+
+    def _fit_baseline(self, market: Market, day: dt.date, quantiles, hours: pd.DatetimeIndex):
+        """Weekly naive (price of the same local hour a week earlier), fitted on the prices public at the
+        issue time; its intervals are the last weeks' weekly-naive residuals per hour."""
+        issue = _issue(market, day)
+        start = pd.Timestamp(day) - pd.Timedelta(days=7 * (BASELINE_WEEKS + 2))
+        prices = MarketData(self.lake).prices(market.code, start.tz_localize(market.timezone),
+                                              pd.Timestamp(day).tz_localize(market.timezone))
+        week_ago = pd.Timestamp(day) - pd.Timedelta(days=7)
+        if not prices.empty:
+            prices = prices[pd.to_datetime(prices["published_at"], utc=True) <= issue]
+        if prices.empty:
+            raise ForecastUnavailableError(
+                f"no forecast for {market.code} {day}: the features are stale and no prices before it are known "
+                f"at the issue time {issue.isoformat()} for the weekly-naive baseline")
+        prices = prices.assign(delivery_start=pd.to_datetime(prices["delivery_start"], utc=True))
+        lags = PriceLagsAdder().transform(prices, market)
+        frame = lags[["market", "delivery_start", "price_lag_P7D"]].merge(
+            prices[["delivery_start", "price"]], on="delivery_start", how="inner").dropna()
+        target_hours = pd.Series(hours)
+        local_day, local_hour = local_day_and_hour(target_hours, market.timezone)
+        by_hour = dict(zip(zip(*local_day_and_hour(prices["delivery_start"], market.timezone)), prices["price"]))
+        lag = np.array([by_hour.get((week_ago, int(h)), np.nan) for h in local_hour], dtype=float)
+        if frame.empty or np.isnan(lag).all():
+            raise ForecastUnavailableError(
+                f"no forecast for {market.code} {day}: the features are stale and the baseline has no prices of "
+                f"{week_ago.date()} known at the issue time {issue.isoformat()}")
+        train_day, train_hour = local_day_and_hour(frame["delivery_start"], market.timezone)
+        model = WeeklyNaive().fit(frame.drop(columns="price").assign(hour=train_hour.to_numpy()), frame["price"])
+        target = pd.DataFrame({"market": market.code, "delivery_start": target_hours,
+                               "hour": local_hour.to_numpy(), "price_lag_P7D": lag})
+        values = model.predict(target, quantiles)[[quantile_column(q) for q in quantiles]].to_numpy()
+        return values, local_hour.to_numpy(dtype=np.int64)
+
+    # ------------------------------------------------------------------ archive, shadow
+
+    def archive(self, forecast: DayForecast, *, request_id: str, tenant: str, source: str) -> None:
+        if self.feed is not None:
+            self.feed.put(forecast, request_id=request_id, tenant=tenant, source=source)
+
+    def shadow(self, code: str, day: dt.date, quantiles: tuple[float, ...], *, request_id: str, tenant: str) -> None:
+        """Score the challenger on the same request off the request path; archived as shadow."""
+        if self.shadow_pool is None or self.feed is None:
+            return
+        challenger = self.book.challenger(code)
+        if challenger is None:
+            return
+
+        def run() -> None:
+            try:
+                f = self.forecast(code, day, quantiles, model=challenger)
+                self.feed.put(f, request_id=request_id, tenant=tenant, source="api", shadow=True)
+            except Exception:  # the shadow never affects the caller
+                log.exception("shadow scoring of %s %s failed", code, day)
+
+        self.shadow_pool.submit(run)
+
+    def close(self) -> None:
+        if self.shadow_pool:
+            self.shadow_pool.shutdown(wait=True)
+        self.scenario_pool.shutdown(wait=True)
+        if self.feed:
+            self.feed.close()
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _issue(market: Market, day: dt.date) -> pd.Timestamp:
+    return featurestore._day_hours(day, market.timezone, market.gate_closure)[1]
+
+
+def _stale_reason(inputs: tuple[str, ...], missing: np.ndarray, too_old: np.ndarray, age: np.ndarray,
+                  limit: float | None) -> str:
+    parts = []
+    if missing.any():
+        counts = missing.sum(axis=0)
+        worst = sorted(((int(n), c) for n, c in zip(counts, inputs) if n), reverse=True)[:3]
+        parts.append("features missing: " + ", ".join(f"{c} in {n} of {len(missing)} hours" for n, c in worst))
+    if too_old.any():
+        known = age[np.isfinite(age)]
+        parts.append(f"features older than {limit:.0f} s in {int(too_old.sum())} hours"
+                     + (f" (oldest {known.max() / 3600:.1f} h)" if known.size else " (nothing known)"))
+    return "; ".join(parts)
+
