@@ -14,7 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup run test bench-lake bench-features bench-epf clean
+.PHONY: setup run test bench-lake bench-features bench-epf bench-serving bench-monitoring clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -36,6 +36,11 @@ run: setup  ## synthetic markets under AURUM_HOME (default ./.aurum): ingest, fe
 	$(AURUM) features materialize --from 2020-01-01
 	$(AURUM) features lookup SYN_NORTH
 	for m in $(SYNTHETIC); do $(AURUM) train --market $$m --model lgbm --backtest-days 14 --train-days 365 || exit 1; done
+	$(AURUM) score --market SYN_NORTH --from 2024-12-01 --to 2024-12-31
+	$(AURUM) serve --detach
+	@KEY=$$($(AURUM) keys create --tenant demo --markets SYN_NORTH,SYN_SOUTH,SYN_EAST --name make-run | sed -n 's/^API key: //p'); \
+	echo ""; echo "The forecast service runs on http://127.0.0.1:3000 (stop it: $(AURUM) serve --stop). Try:"; \
+	echo "  curl -s -X POST http://127.0.0.1:3000/v1/forecast -H 'Authorization: Bearer $$KEY' -H 'Content-Type: application/json' -d '{\"market\": \"SYN_NORTH\", \"delivery_day\": \"2024-12-31\"}'"
 	@echo "Review the runs and models in the MLflow UI: $(AURUM) ui  ->  http://127.0.0.1:5000"
 
 test: setup  ## run the test suite
@@ -50,5 +55,12 @@ bench-features: setup  ## feature store: training sets vs a DuckDB ASOF join, on
 bench-epf: setup  ## EPF benchmark (NP, BE, FR; ../shared/data) through ingest, feature store and aurum backtest
 	$(VENV)/bin/python benchmarks/bench_epf.py --write-docs
 
-clean:  ## remove the environments and the local lake
+bench-serving: setup  ## forecast API: sequential and 16-client latency and throughput against a no-op endpoint, cold start
+	$(VENV)/bin/python benchmarks/bench_serving.py --write-docs
+
+bench-monitoring: setup  ## drift of 1 million rows x 50 features: time and peak memory
+	$(VENV)/bin/python benchmarks/bench_monitoring.py --write-docs
+
+clean:  ## remove the environments and the local lake (stops a service started by make run)
+	-[ -x $(AURUM) ] && $(AURUM) serve --stop
 	rm -rf $(VENV) $(TOOLS) .aurum

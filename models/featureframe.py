@@ -20,6 +20,7 @@ EXOGENOUS_FEATURES: tuple[str, ...] = tuple(ExogenousAdder().feature_names)
 CALENDAR_FEATURES: tuple[str, ...] = tuple(CalendarAdder.feature_names)
 FEATURE_NAMES: tuple[str, ...] = PRICE_FEATURES + EXOGENOUS_FEATURES + CALENDAR_FEATURES
 KEY_COLUMNS: tuple[str, ...] = ("market", "delivery_start")
+_FEATURE_SET = frozenset(FEATURE_NAMES)
 META_COLUMNS: tuple[str, ...] = ("event_timestamp", "known_at", "computed_at", "feature_age", "stale",
                                  "missing_features")
 
@@ -52,30 +53,35 @@ def check_feature_frame(frame: object, required: tuple[str, ...] | list[str] = (
         raise FeatureFrameError(f"unknown column {unknown[0]!r} in the features frame; expected features of "
                                 f"{FEATURE_SERVICE!r} ({', '.join(FEATURE_NAMES)}) and {', '.join(KEY_COLUMNS + META_COLUMNS)}",
                                 column=str(unknown[0]))
-    out = frame.copy()
-    ds = out["delivery_start"]
+    ds = frame["delivery_start"]
     if not isinstance(ds.dtype, pd.DatetimeTZDtype):
         raise FeatureFrameError(f"delivery_start must be a tz-aware (UTC) timestamp column, got dtype {ds.dtype}",
                                 column="delivery_start")
-    out["delivery_start"] = ds.dt.tz_convert("UTC")
-    dup = out.duplicated(list(KEY_COLUMNS))
+    ds = ds.dt.tz_convert("UTC")
+    dup = pd.DataFrame({"market": frame["market"].to_numpy(), "delivery_start": ds.to_numpy()}).duplicated()
     if dup.any():
-        first = out.loc[dup, list(KEY_COLUMNS)].iloc[0]
-        raise FeatureFrameError(f"duplicated row for market {first['market']!r} delivery_start "
-                                f"{first['delivery_start'].isoformat()}")
-    for c in FEATURE_NAMES:
-        if c not in out.columns:
-            continue
-        col = out[c]
-        try:
-            values = col.astype("float64") if col.dtype != object else pd.to_numeric(col, errors="raise").astype(float)
-        except (TypeError, ValueError):
-            bad = next(v for v in col if not _is_number(v))
-            raise FeatureFrameError(f"feature {c!r} holds a non-numeric value {bad!r}", column=c) from None
-        if np.isinf(values.to_numpy()).any():
-            raise FeatureFrameError(f"feature {c!r} holds an infinite value", column=c)
-        out[c] = values
-    return out
+        first = frame.loc[dup.to_numpy(), "market"].iloc[0], ds[dup.to_numpy()].iloc[0]
+        raise FeatureFrameError(f"duplicated row for market {first[0]!r} delivery_start {first[1].isoformat()}")
+    feats = [c for c in frame.columns if c in _FEATURE_SET]
+    if all(frame[c].dtype.kind in "biuf" for c in feats):
+        values = frame[feats].to_numpy(dtype="float64")  # one conversion for the common, all-numeric frame
+    else:
+        values = np.column_stack([_numeric(frame[c], c) for c in feats]) if feats else np.empty((len(frame), 0))
+    if np.isinf(values).any():
+        c = feats[int(np.nonzero(np.isinf(values).any(axis=0))[0][0])]
+        raise FeatureFrameError(f"feature {c!r} holds an infinite value", column=c)
+    rest = [c for c in frame.columns if c not in _FEATURE_SET and c != "delivery_start"]
+    out = pd.concat([frame[rest].assign(delivery_start=ds.to_numpy()),
+                     pd.DataFrame(values, columns=feats, index=frame.index)], axis=1)
+    return out[list(frame.columns)]
+
+
+def _numeric(col: pd.Series, name: str) -> np.ndarray:
+    try:
+        return (col.astype("float64") if col.dtype != object else pd.to_numeric(col, errors="raise").astype(float)).to_numpy()
+    except (TypeError, ValueError):
+        bad = next(v for v in col if not _is_number(v))
+        raise FeatureFrameError(f"feature {name!r} holds a non-numeric value {bad!r}", column=name) from None
 
 
 def _is_number(v: object) -> bool:

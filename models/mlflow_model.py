@@ -305,6 +305,19 @@ def alias_version(name: str, alias: str) -> VersionRecord | None:
         return None
 
 
+def aliases(prefix: str) -> dict[str, dict[str, str]]:
+    """Every registered model whose name starts with ``prefix``, with its aliases (alias -> version): one query."""
+    client = mlflow.MlflowClient()
+    found, token = [], None
+    while True:
+        page = client.search_registered_models(filter_string=f"name LIKE '{prefix}%'", max_results=1000, page_token=token)
+        found += list(page)
+        token = page.token
+        if not token:
+            break
+    return {m.name: {a: str(v) for a, v in (m.aliases or {}).items()} for m in found}
+
+
 def set_alias(name: str, alias: str, number: str) -> None:
     mlflow.MlflowClient().set_registered_model_alias(name, alias, str(number))
 

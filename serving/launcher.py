@@ -58,21 +58,22 @@ class ServiceProcess:
                 self.process.wait(timeout=10)
 
 
-def start(home: Path, log: Path, *, port: int | None = None, target: str = SOURCE_TARGET, timeout: float = 90.0,
-          env: dict[str, str] | None = None) -> ServiceProcess:
-    """Start the service on 127.0.0.1 for the home folder ``home``; returns once it is ready.
+def start(home: Path, log: Path, *, port: int | None = None, host: str = "127.0.0.1", target: str = SOURCE_TARGET,
+          timeout: float = 90.0, env: dict[str, str] | None = None, inherit: bool = False) -> ServiceProcess:
+    """Start the service for the home folder ``home`` in its own session; returns once it is ready.
 
-    The service gets only the ``AURUM_`` variables given here (``AURUM_HOME`` and ``env``), so the
-    caller's shell cannot change what is measured or tested.
+    Unless ``inherit``, the service gets only the ``AURUM_`` variables given here (``AURUM_HOME`` and
+    ``env``), so the caller's shell cannot change what is measured or tested.
     """
     port = port or free_port()
-    full = {**{k: v for k, v in os.environ.items() if not k.startswith("AURUM_")}, "AURUM_HOME": str(home),
-            "BENTOML_HOME": str(home / "bentoml"), "BENTOML_DO_NOT_TRACK": "True", **(env or {})}
+    base = dict(os.environ) if inherit else {k: v for k, v in os.environ.items() if not k.startswith("AURUM_")}
+    full = {**base, "AURUM_HOME": str(home), "BENTOML_HOME": str(home / "bentoml"), "BENTOML_DO_NOT_TRACK": "True",
+            **(env or {})}
     out = log.open("wb")
     t0 = time.monotonic()
-    proc = subprocess.Popen(service_command(target, "127.0.0.1", port), env=full, stdout=out,
+    proc = subprocess.Popen(service_command(target, host, port), env=full, stdout=out,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     service = ServiceProcess(url, proc, log, t0, 0.0)
     with httpx.Client(timeout=2) as probe:
         while time.monotonic() < t0 + timeout:

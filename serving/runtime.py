@@ -20,7 +20,6 @@ import functools
 import logging
 import queue
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,9 +194,11 @@ class ForecastRuntime:
         wanted = list(markets or settings.serving.markets or registry.codes())
         for m in wanted:
             registry.get(m)  # unknown market: a clear error at start-up
+        if not markets and not settings.serving.markets and bundle is None:
+            wanted = [m for m in wanted if m in book_markets(settings)]  # every market with a champion
         book = ModelBook(settings, wanted, bundle=bundle, shadow=settings.serving.shadow)
         book.refresh()
-        if not markets and not settings.serving.markets:  # serve what has a model; name the rest at start
+        if not markets and not settings.serving.markets and bundle is not None:
             book.markets = [m for m in wanted if book.champion(m) is not None]
             book.states = {m: book.states[m] for m in book.markets}
         feed = None
@@ -409,8 +410,13 @@ class ForecastRuntime:
             self.feed.close()
 
 
-def new_request_id() -> str:
-    return uuid.uuid4().hex
+def book_markets(settings: AurumSettings) -> set[str]:
+    """Markets whose registered model has a ``champion`` (one registry query)."""
+    from models import mlflow_model as ml
+
+    ml.configure(settings.mlflow_tracking_uri())
+    prefix = settings.mlflow.model_prefix
+    return {name[len(prefix):] for name, aliases in ml.aliases(prefix).items() if CHAMPION in aliases}
 
 
 def _issue(market: Market, day: dt.date) -> pd.Timestamp:

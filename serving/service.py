@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from concurrent.futures import as_completed
 from http import HTTPStatus
 from pathlib import Path
@@ -33,7 +34,9 @@ from features.errors import (AccessDeniedError, AurumError, ForecastRequestError
                              QuantileError, ScenarioError, ScenarioNotFoundError, UnknownMarketError)
 from features.settings import AurumSettings
 from serving import api
-from serving.runtime import ForecastRuntime, new_request_id
+
+# Heavy imports (Feast, MLflow, the models) happen in ``ForecastService.__init__``, which runs only in the
+# worker process: BentoML's supervisor imports this module too, and a light module halves the cold start.
 
 log = logging.getLogger("aurum.serving")
 BUNDLE_ENV = "AURUM_SERVING_BUNDLE"  # names a folder of bundled champions (a Bento finds its own bundle/)
@@ -144,6 +147,8 @@ class ForecastService:
 
     def __init__(self) -> None:
         self.settings = AurumSettings()
+        from serving.runtime import ForecastRuntime
+
         self.runtime = ForecastRuntime.open(self.settings, bundle=bundled_champions())
         self.key_store = self.scenario_store = None
         if self.settings.serving.auth:
@@ -247,7 +252,7 @@ class ForecastService:
         """One market's day-ahead forecast: every delivery hour (23/24/25 on DST days) with its quantiles."""
         def work():
             who = self._principal(ctx, [market])
-            rid = new_request_id()
+            rid = uuid.uuid4().hex
             f = self.runtime.forecast(market, delivery_day, tuple(quantiles))
             self._observe(f)
             self.runtime.archive(f, request_id=rid, tenant=who.tenant, source="api")
@@ -265,7 +270,7 @@ class ForecastService:
             if len(items) > limit:
                 raise ApiError(422, f"items holds {len(items)} entries; at most {limit} per call", "items")
             who = self._principal(ctx, sorted({i.market for i in items}))
-            rid = new_request_id()
+            rid = uuid.uuid4().hex
             forecasts, errors = [], []
             for item in items:
                 try:
@@ -304,7 +309,7 @@ class ForecastService:
                 if self.scenario_store is None:
                     raise ApiError(404, f"saved scenario {name!r}: this service keeps no saved scenarios", "saved")
                 defs.append(self.scenario_store.get(who.tenant, name).scenario)
-            rid = new_request_id()
+            rid = uuid.uuid4().hex
             jobs = {}
             for m in dict.fromkeys(markets):
                 for d in (dict.fromkeys(delivery_days) or [None]):

@@ -45,23 +45,62 @@ def serve(
     auth: Annotated[bool | None, typer.Option("--auth/--no-auth", help="Require API keys (default on).")] = None,
     reload_interval: Annotated[float | None, typer.Option(help="Seconds between registry checks of the champion.")] = None,
     bento: Annotated[str | None, typer.Option(help="Serve a built Bento (tag from 'aurum bento build') instead of the registry.")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Start in the background, wait until ready, print the address; log and pid under the home folder.")] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the service a previous --detach started from this home folder.")] = False,
 ) -> None:
     """Start the forecast service (BentoML) on 127.0.0.1 with each market's approved champion; Ctrl-C stops it."""
     from features.settings import AurumSettings
 
     settings = AurumSettings()
+    pidfile = settings.home_dir / "serve.pid"
+    if stop or detach:
+        _stop_detached(pidfile)
+    if stop:
+        return
     host, port = host or settings.serving.host, port or settings.serving.port
     env = _env(settings, markets, shadow=shadow, auth=auth, reload_interval_s=reload_interval)
     from serving.launcher import SOURCE_TARGET, service_command
 
     target = bento or SOURCE_TARGET
     env["AURUM_SERVING__WORKERS"] = str(workers)
+    if detach:
+        from serving.launcher import start
+
+        service = start(settings.home_dir, settings.home_dir / "serve.log", port=port, host=host, target=target,
+                        env=env, inherit=True)
+        pidfile.write_text(f"{service.process.pid}\n")
+        typer.echo(f"http://{host}:{port}")
+        typer.echo(f"  ready after {service.ready_after:.1f} s (pid {service.process.pid}); log {service.log}; "
+                   f"stop it with: aurum serve --stop", err=True)
+        return
     cmd = service_command(target, host, port)
     typer.echo(f"serving on http://{host}:{port}  (OpenAPI: http://{host}:{port}/docs.json, models: /v1/models)", err=True)
     try:
         raise typer.Exit(subprocess.call(cmd, env=env))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+def _stop_detached(pidfile: Path) -> None:
+    """Stop the process group a previous ``--detach`` started (nothing when none is running)."""
+    import signal
+
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    import time
+
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until it has let go of its port
+            os.killpg(pid, 0)
+            time.sleep(0.2)
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        typer.echo(f"  stopped the service started earlier (pid {pid})", err=True)
+    pidfile.unlink(missing_ok=True)
 
 
 @bento_app.command("build")
