@@ -161,11 +161,12 @@ def _rows(items: list[tuple]) -> pd.DataFrame:
                         "quality": f.quality, "quality_reason": f.quality_reason}
         for c, v in per_forecast.items():
             cols[c].extend([v] * n)
-        cols["delivery_start"].extend(f.delivery_start)
+        cols["delivery_start"].append(f.delivery_start.as_unit("us").asi8)
         cols["values"].extend(f.values.tolist())
         cols["forecast"].extend(median.tolist())
+    starts = np.concatenate(cols.pop("delivery_start"))
     frame = pd.DataFrame(cols)
-    frame["delivery_start"] = pd.to_datetime(frame["delivery_start"], utc=True).astype("datetime64[us, UTC]")
+    frame.insert(6, "delivery_start", pd.DatetimeIndex(starts.view("M8[us]")).tz_localize("UTC"))
     return frame
 
 

@@ -13,6 +13,7 @@ Endpoints: ``POST /v1/forecast``, ``/v1/forecast/batch``, ``/v1/scenarios``, ``/
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import logging
 import os
@@ -158,6 +159,10 @@ class ForecastService:
             self.key_store = KeyStore.open(self.settings)
             self.scenario_store = ScenarioStore.open(self.settings)
         self._publish_models()
+        # Everything loaded so far (Feast, MLflow, the models) lives as long as the process: moving it out of
+        # the collector's generations keeps full collections from pausing requests for tens of milliseconds.
+        gc.collect()
+        gc.freeze()
         self._stop = threading.Event()
         self._reloader = threading.Thread(target=self._reload_loop, name="champion-reload", daemon=True)
         self._reloader.start()
