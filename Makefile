@@ -37,11 +37,14 @@ run: setup  ## synthetic markets under AURUM_HOME (default ./.aurum): ingest, fe
 	$(AURUM) features lookup SYN_NORTH
 	for m in $(SYNTHETIC); do $(AURUM) train --market $$m --model lgbm --backtest-days 14 --train-days 365 || exit 1; done
 	$(AURUM) score --market SYN_NORTH --from 2024-12-01 --to 2024-12-31
+	$(AURUM) score --market SYN_NORTH --from 2023-12-04 --to 2023-12-31
+	$(AURUM) monitor run --market SYN_NORTH --window 7d --end 2024-01-01 --windows 4; test $$? -ne 2
 	$(AURUM) serve --detach
 	@KEY=$$($(AURUM) keys create --tenant demo --markets SYN_NORTH,SYN_SOUTH,SYN_EAST --name make-run | sed -n 's/^API key: //p'); \
 	echo ""; echo "The forecast service runs on http://127.0.0.1:3000 (stop it: $(AURUM) serve --stop). Try:"; \
 	echo "  curl -s -X POST http://127.0.0.1:3000/v1/forecast -H 'Authorization: Bearer $$KEY' -H 'Content-Type: application/json' -d '{\"market\": \"SYN_NORTH\", \"delivery_day\": \"2024-12-31\"}'"
 	@echo "Review the runs and models in the MLflow UI: $(AURUM) ui  ->  http://127.0.0.1:5000"
+	@echo "Monitoring dashboards and reports (4 weekly drift and performance checks of SYN_NORTH): $(AURUM) monitor ui  ->  http://127.0.0.1:8000"
 
 test: setup  ## run the test suite
 	$(VENV)/bin/python -m pytest

@@ -197,6 +197,17 @@ class MonitoringSettings(BaseModel):
     market_rules: dict[str, dict[str, float | tuple[float, float]]] = Field(
         default_factory=dict, description="Per market, the levels that differ from `rules`, such as "
         '{"SYN_NORTH": {"drift_share_alert": 0.3}}.')
+    coverage_warn_z: float = Field(
+        1.645, ge=0, description="The coverage rule's warn band is widened to at least 0.8 ± this many standard errors "
+        "of a calibrated interval's coverage over the window's days (hours of a day miss together: a week is 7 "
+        "samples, not 168).")
+    coverage_alert_z: float = Field(
+        2.576, ge=0, description="The same widening of the coverage rule's alert band, in standard errors.")
+    retrain_cooldown_hours: float = Field(
+        24.0, ge=0, description="`aurum monitor run --retrain-on-alert` retrains a market at most once in this many "
+        "hours (the retrain rows of monitoring_metrics), so a persisting alert does not retrain on every run.")
+    retrain_timeout_s: float = Field(
+        7200.0, gt=0, description="Seconds the retraining subprocess (`aurum train`) may take before it is stopped.")
 
 
 class AurumSettings(BaseSettings):

@@ -4,8 +4,8 @@ A rule reads one metric of a check and compares it with a warn and an alert leve
 (``features.settings.AlertRules``, overridable per market in ``AURUM_MONITORING__MARKET_RULES``):
 ``value >= alert`` is ``alert``, ``value >= warn`` is ``warn``; a band rule (coverage) warns outside
 its warn band and alerts outside its alert band. A rule whose metric the check did not produce is
-not evaluated (the performance rules wait for the forecast-quality monitor). A check's state is its
-worst rule's.
+not evaluated. A check's state is its worst rule's. Drift rules judge ``aurum monitor drift``; the
+performance rules (``error_ratio``, ``coverage``) ``aurum monitor performance``.
 
 An alert is raised when a check's state differs from the previous check's of the same market and
 monitor (the ``state`` row of ``monitoring_metrics``; before the first check the state counts as
@@ -56,8 +56,9 @@ RULES: tuple[tuple[str, str, str, str], ...] = (
     ("missing_share", "drift", "missing_share", "share of missing feature values in the window"),
     ("data_lag_hours", "drift", "data_lag_hours",
      "stale data: hours from the window's last delivery hour with features to the window's end"),
-    ("error_ratio", "quality", "error_ratio", "live MAE over the champion's backtest MAE"),
-    ("coverage", "quality", "coverage_0.8", "coverage of the 80 % interval"),
+    ("error_ratio", "performance", "error_ratio", "live MAE over the champion's backtest MAE"),
+    ("coverage", "performance", "coverage_0.8",
+     "coverage of the 80 % interval (bands widened to what sampling explains over the window's days)"),
 )
 
 
@@ -101,6 +102,22 @@ def levels_for(settings: AurumSettings, market: str) -> AlertRules:
     except ValidationError as exc:
         raise ConfigurationError(f"monitoring rules of market {market!r}: "
                                  + "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from exc
+
+
+def widen_for_sampling(rule: Rule, days: int, *, warn_z: float, alert_z: float, nominal: float = 0.8) -> Rule:
+    """A band rule whose bands are widened to at least ``nominal`` ± z standard errors of a calibrated
+    interval's coverage over ``days`` days (hours of one day miss together, so the effective sample is
+    the number of days: the standard error is ``sqrt(nominal (1 - nominal) / days)``, 0.15 over a week);
+    the approval gate widens its coverage band the same way. Other rules are returned unchanged."""
+    if not rule.band or days < 1:
+        return rule
+    se = math.sqrt(nominal * (1 - nominal) / days)
+
+    def widen(band: tuple[float, float], z: float) -> tuple[float, float]:
+        return (min(band[0], max(0.0, nominal - z * se)), max(band[1], min(1.0, nominal + z * se)))
+
+    return Rule(rule.name, rule.monitor, rule.metric, widen(rule.warn, warn_z), widen(rule.alert, alert_z),
+                rule.description)
 
 
 def rules_for(settings: AurumSettings, market: str, monitor: str | None = None) -> list[Rule]:

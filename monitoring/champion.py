@@ -80,11 +80,15 @@ class Lineage:
 
 @dataclass(frozen=True)
 class Champion:
+    """A market's champion version. ``lineage`` is None when it was resolved without it (the performance
+    monitor needs the training run, not the data it read)."""
+
     market: str
     model_name: str
     version: str
-    lineage: Lineage
+    lineage: Lineage | None
     tags: dict[str, str] = field(default_factory=dict)
+    run_id: str | None = None
 
     @property
     def model_uri(self) -> str:
@@ -92,8 +96,9 @@ class Champion:
         return f"models:/{self.model_name}/{self.version}"
 
 
-def champion(settings: AurumSettings, market: str) -> Champion:
-    """The version behind ``champion`` for ``market``, with the lineage of its training run.
+def champion(settings: AurumSettings, market: str, *, lineage: bool = True) -> Champion:
+    """The version behind ``champion`` for ``market``, with the lineage of its training run (unless
+    ``lineage`` is False: then only the run id is resolved, and the lineage tags are not required).
 
     Raises:
         NoChampionError: no store, no registered model or no ``champion`` alias.
@@ -115,6 +120,8 @@ def champion(settings: AurumSettings, market: str) -> Champion:
     if not run_id:
         raise LineageError(f"{where} names no MLflow run, so its training data is unknown; expected the run "
                            "of `aurum train` that registered it")
+    if not lineage:
+        return Champion(market, name, version.version, None, dict(version.tags), run_id)
     try:
         record = ml.run_record(run_id)
     except Exception as exc:  # noqa: BLE001 - the adapter re-raises MLflow's own exception type
@@ -136,5 +143,5 @@ def champion(settings: AurumSettings, market: str) -> Champion:
         raise LineageError(f"{where}: run {run_id!r} has a malformed lineage tag ({exc}); expected ISO days "
                            "for data_start/data_end and integers for train_days and snapshot ids") from exc
     started = dt.datetime.fromtimestamp(int(record["start_time"]) / 1000, dt.timezone.utc)
-    lineage = Lineage(run_id, service, start, end, train_days, snaps, started)
-    return Champion(market, name, version.version, lineage, dict(version.tags))
+    found = Lineage(run_id, service, start, end, train_days, snaps, started)
+    return Champion(market, name, version.version, found, dict(version.tags), run_id)

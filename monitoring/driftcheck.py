@@ -14,21 +14,24 @@ In order, so that a bad request leaves nothing behind:
 6. append the check's metrics to the Iceberg table ``monitoring.monitoring_metrics`` (where the
    state persists for the next check);
 7. log the check to MLflow: one run per check in the experiment ``aurum-monitoring`` (metrics,
-   parameters, the report and summary as artifacts, tags naming the model version), and the latest
-   state as tags ``monitoring.drift.*`` on the champion's model version.
+   parameters, the report and summary as artifacts, tags naming the model version; nested under the
+   run of ``aurum monitor run`` when one is active), and the latest state as tags
+   ``monitoring.drift.*`` on the champion's model version;
+8. add the report and the check's trend to the market's Evidently workspace project
+   (:mod:`monitoring.dashboard`), which ``aurum monitor ui`` serves.
+
+See :mod:`monitoring.records` for what every check leaves behind.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from features import featurestore
@@ -38,7 +41,7 @@ from features.marketdata import MarketData
 from features.markets import Market
 from features.settings import AurumSettings
 from models import mlflow_model as ml
-from monitoring import alerts, metricstore
+from monitoring import alerts, dashboard, metricstore, records
 from monitoring.alerts import Alert, Delivery, RuleOutcome, State
 from monitoring.champion import Champion, champion
 from monitoring.drift import DAY, DriftAssessment, assess
@@ -72,21 +75,6 @@ class DriftCheck:
     @property
     def exit_code(self) -> int:
         return alerts.EXIT_CODES[self.state]
-
-
-def _clean(value):
-    """JSON-safe: non-finite floats become null, numpy scalars plain numbers, tuples lists."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (dt.date, dt.datetime, pd.Timestamp, Path)):
-        return str(value)
-    return value
 
 
 class DriftMonitor:
@@ -164,15 +152,17 @@ class DriftMonitor:
         previous = State.parse(last["state"]) if last is not None else None
         run_id = uuid.uuid4().hex[:16]
         computed_at = dt.datetime.now(dt.timezone.utc)
-        folder = settings.home_dir / "monitoring" / "reports" / code
-        stem = f"drift_{start}_{end - dt.timedelta(days=1)}_{run_id}"
-        html, summary_path = folder / f"{stem}.html", folder / f"{stem}.json"
+        html, summary_path = records.report_paths(settings, code, MONITOR, start, end, run_id)
 
         say("Evidently report")
         from monitoring import evidently_adapter  # seconds to import: only when a report is made
 
         drift_share_alert = alerts.levels_for(settings, code).drift_share_alert
-        report = evidently_adapter.drift_report(assessment, drift_share=drift_share_alert)
+        window_end = pd.Timestamp(end).tz_localize(self.market.timezone).tz_convert("UTC").tz_localize(None)
+        report = evidently_adapter.drift_report(
+            assessment, drift_share=drift_share_alert, timestamp=window_end.to_pydatetime(), tags=[MONITOR],
+            metadata={"run_id": run_id, "market": code, "model_version": champ.version,
+                      "window": f"{start}..{end - dt.timedelta(days=1)}"})
         report.save_html(html)
         ev_scores = report.scores()
         engine = {c.column: c.score for c in (*assessment.columns, assessment.prediction) if c is not None}
@@ -186,12 +176,15 @@ class DriftMonitor:
                 delivery = alerts.deliver(alert, url, settings.monitoring.webhook_timeout_s)
         summary = self._summary(run_id, start, end, computed_at, assessment, outcomes, state, previous, alert,
                                 delivery, html, report.drifted(), agrees)
-        self._write(summary_path, summary)
-        metricstore.append(self.lake, self._rows(run_id, start, end, computed_at, assessment, outcomes, state,
-                                                 alert, delivery))
+        records.write_json(summary_path, summary)
+        rows = self._rows(run_id, start, end, computed_at, assessment, outcomes, state, alert, delivery)
+        metricstore.append(self.lake, rows)
         mlflow_run_id = self._log_mlflow(run_id, start, end, assessment, state, html, summary_path)
         summary["mlflow"]["run_id"] = mlflow_run_id
-        self._write(summary_path, summary)
+        say("Evidently workspace")
+        summary["workspace"] = {"path": dashboard.workspace_dir(settings), "project_id": dashboard.record_check(
+            settings, code, rows, report, f"drift {start}..{end - dt.timedelta(days=1)} ({run_id})")}
+        records.write_json(summary_path, summary)
         return DriftCheck(run_id, code, self.champion, start, end, computed_at, assessment, outcomes, state, previous,
                           alert, delivery, html, summary_path, mlflow_run_id, summary)
 
@@ -204,7 +197,7 @@ class DriftMonitor:
             return {"column": c.column, "role": c.role, "score": c.score, "threshold": c.threshold,
                     "scale": c.scale, "drifted": c.drifted}
 
-        return _clean({
+        return records.clean({
             "run_id": run_id, "monitor": MONITOR, "market": self.market.code, "computed_at": computed_at.isoformat(),
             "model": {"name": self.champion.model_name, "version": self.champion.version,
                       "uri": self.champion.model_uri, "training_run_id": self.champion.lineage.run_id},
@@ -237,32 +230,16 @@ class DriftMonitor:
         first, last = self.reference.first_day, self.reference.last_day
         return max(0, (min(end - dt.timedelta(days=1), last) - max(start, first)).days + 1)
 
-    @staticmethod
-    def _write(path: Path, summary: dict) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=2, allow_nan=False))
-
     def _rows(self, run_id, start, end, computed_at, a: DriftAssessment, outcomes: list[RuleOutcome],
               state: State, alert: Alert | None, delivery: Delivery | None) -> pd.DataFrame:
-        judged = {o.rule.metric: o.state.label for o in outcomes if o.state is not None}
         drifted = {f"drift.{c.column}": ("drift" if c.drifted else "ok") for c in a.columns}
         if a.prediction is not None:
             drifted["prediction_drift_score"] = "drift" if a.prediction.drifted else "ok"
-        rows = [(metric, value, judged.get(metric) or drifted.get(metric, "ok"))
-                for metric, value in a.metrics().items()]
-        rows.append((metricstore.STATE, float(state), state.label))
-        if alert is not None:
-            rows.append(("alert", float(delivery.delivered) if delivery is not None else math.nan, state.label))
-        tz = self.market.timezone
-        return pd.DataFrame({
-            "run_id": run_id, "market": self.market.code, "model_name": self.champion.model_name,
-            "model_version": self.champion.version, "monitor": MONITOR,
-            "window_start": pd.Timestamp(start).tz_localize(tz).tz_convert("UTC"),
-            "window_end": pd.Timestamp(end).tz_localize(tz).tz_convert("UTC"),
-            "metric": [r[0] for r in rows],
-            "value": [float(r[1]) if r[1] is not None and math.isfinite(r[1]) else None for r in rows],
-            "state": [r[2] for r in rows], "computed_at": pd.Timestamp(computed_at),
-        })
+        return records.metric_rows(
+            run_id=run_id, market=self.market.code, timezone=self.market.timezone,
+            model_name=self.champion.model_name, model_version=self.champion.version, monitor=MONITOR, start=start,
+            end=end, computed_at=computed_at, metrics=a.metrics(), outcomes=outcomes, state=state, alert=alert,
+            delivery=delivery, labels=drifted)
 
     def _log_mlflow(self, run_id, start, end, a: DriftAssessment, state: State, html: Path, summary: Path) -> str:
         settings, champ = self.settings, self.champion
@@ -272,7 +249,8 @@ class DriftMonitor:
         tags = {"monitor": MONITOR, "market": self.market.code, "model_name": champ.model_name,
                 "model_version": champ.version, "window_start": str(start), "window_last_day": str(last),
                 "state": state.label, "aurum_run_id": run_id, "training_run_id": champ.lineage.run_id}
-        with ml.run(experiment, f"drift {self.market.code} {start}..{last}", tags=tags) as mlflow_run_id:
+        # nested: a child of `aurum monitor run`'s run when one is active, a run of its own otherwise
+        with ml.run(experiment, f"drift {self.market.code} {start}..{last}", tags=tags, nested=True) as mlflow_run_id:
             ml.log_params({"window_days": (end - start).days, "reference_first_day": self.reference.first_day,
                            "reference_last_day": self.reference.last_day,
                            "season_half_width_days": settings.monitoring.season_half_width_days,

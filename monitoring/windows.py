@@ -15,7 +15,6 @@ import re
 import numpy as np
 import pandas as pd
 
-from features import featurestore
 from features.errors import InvalidWindowError, MonitoringDataError
 from features.lake import Lake
 from features.marketdata import MarketData
@@ -46,6 +45,8 @@ def entity_rows(market: Market, start: dt.date, end: dt.date) -> pd.DataFrame:
     last = pd.Timestamp(end).tz_localize(market.timezone)
     hours = pd.Series(pd.date_range(first, last, freq="h", inclusive="left").tz_convert("UTC"))
     issued = market.on_day_before(hours, market.gate_closure)
+    from features import featurestore  # Feast takes seconds to import: only where features are read
+
     return pd.DataFrame({"market": market.code, "delivery_start": hours, featurestore.ENTITY_TIMESTAMP: issued})
 
 
@@ -65,6 +66,8 @@ def service_frame(store, service: str, market: Market, start: dt.date, end: dt.d
         MonitoringDataError: nothing at all is known for the window (the message names the market's
             latest day with prices when ``lake`` is given).
     """
+    from features import featurestore
+
     rows = entity_rows(market, start, end)
     try:
         frame = featurestore.training_set(store, service, rows)

@@ -41,3 +41,13 @@ def receiver():
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def archived_envs(drift_envs) -> DriftEnvs:
+    """``drift_envs`` with the champion's batch forecasts of ``driftenv.ARCHIVED`` in both archives."""
+    from driftenv import ARCHIVED, archive_batch
+
+    for env in (drift_envs.stable, drift_envs.shifted):
+        archive_batch(env, *ARCHIVED)
+    return drift_envs

@@ -16,8 +16,11 @@ of the stable home's MLflow store: the same champion, read from the same model a
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from features.featuretables import compute_features
 from features.ingest import ingest_synthetic
@@ -56,3 +59,49 @@ def build_drift_envs(root) -> DriftEnvs:
     shutil.copy(stable.settings.home_dir / "mlflow.db", shifted.settings.home_dir / "mlflow.db")
     stable.champions[MARKET] = shifted.champions[MARKET] = result.version
     return DriftEnvs(stable, shifted, result.version)
+
+
+ARCHIVED = (dt.date(2023, 5, 14), dt.date(2023, 7, 1))  # days batch-scored into both archives (both included)
+
+
+def archive_batch(env: MarketEnv, first: dt.date, last: dt.date):
+    """Batch-score the local days ``first .. last`` with the env's champion into ``serving.forecasts``, as
+    ``aurum score`` does (the serving stage's own code: the archive monitoring reads is the one serving writes)."""
+    from serving import batch
+
+    return batch.score(env.settings, MARKET, first, last, chunk_days=100)
+
+
+def build_loop_env(root, envs: DriftEnvs) -> MarketEnv:
+    """A third shifted market with the same champion, for the closed loop (which registers new versions and
+    may move the ``champion`` alias, so it must not share a store with the other tests); its archive holds
+    the champion's forecasts of the weeks around the shift."""
+    loop = build_env(root, REFERENCE_START, MONITORED_END, markets=(MARKET,), shift=SHIFT)
+    shutil.copy(envs.stable.settings.home_dir / "mlflow.db", loop.settings.home_dir / "mlflow.db")
+    loop.champions[MARKET] = envs.version
+    archive_batch(loop, dt.date(2023, 5, 28), dt.date(2023, 6, 17))
+    return loop
+
+
+def aurum(monkeypatch, capsys, home: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run ``aurum *args`` in process through the real entry point (``features.cli.main``) with AURUM_HOME=home;
+    returns the exit code, stdout and stderr."""
+    import pytest
+
+    from features.cli import main
+
+    monkeypatch.setenv("AURUM_HOME", str(home))
+    for k, v in (env or {}).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(sys, "argv", ["aurum", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    captured = capsys.readouterr()
+    for k in env or {}:
+        monkeypatch.delenv(k)
+    return exc.value.code, captured.out, captured.err
+
+
+def printed_path(out: str, label: str) -> Path:
+    """The path printed on the line ``<label> <path>``."""
+    return Path(re.search(rf"^{label} (\S+)$", out, re.M).group(1))

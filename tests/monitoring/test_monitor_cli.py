@@ -5,35 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from driftenv import MARKET
-from features.cli import main
+from driftenv import MARKET, aurum, printed_path
 from features.lake import Lake
 from models import mlflow_model as ml
 from monitoring import metricstore
-
-
-def aurum(monkeypatch, capsys, home: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run ``aurum *args`` with AURUM_HOME=home; returns the exit code, stdout and stderr."""
-    monkeypatch.setenv("AURUM_HOME", str(home))
-    for k, v in (env or {}).items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setattr(sys, "argv", ["aurum", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    captured = capsys.readouterr()
-    for k in env or {}:
-        monkeypatch.delenv(k)
-    return exc.value.code, captured.out, captured.err
-
-
-def printed_path(out: str, label: str) -> Path:
-    return Path(re.search(rf"^{label} (\S+)$", out, re.M).group(1))
 
 
 def test_a_drift_check_writes_its_report_summary_table_rows_and_mlflow_records(drift_envs, monkeypatch, capsys):
