@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -38,25 +37,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def pg_serving_settings(tmp_path):
-    """Prod-profile settings whose serving tables live in a PostgreSQL schema of this test alone (dropped after)."""
-    engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect():
-            pass
-    except sa.exc.OperationalError as exc:
-        reason = f"PostgreSQL at {PG_URL} is not reachable: {exc.orig}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (CI=true: required)")
-        pytest.skip(reason)
-    schema = f"serving_test_{uuid.uuid4().hex[:10]}"
-    yield AurumSettings(profile="prod", home=tmp_path / "home", postgres_url=PG_URL, serving={"db_schema": schema})
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

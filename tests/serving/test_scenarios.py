@@ -8,9 +8,7 @@ real PostgreSQL (skipped with the reason when absent, failed with CI=true).
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import uuid
 
 import numpy as np
 import pandas as pd
@@ -20,13 +18,11 @@ from pydantic import ValidationError
 
 from features.errors import ScenarioError, ScenarioNotFoundError
 from features.markets import BUILTIN_MARKETS
-from features.settings import AurumSettings
 from features.synthetic import generate_market
 from features.transforms import CalendarAdder, ExogenousAdder, PriceLagsAdder
 from serving.scenarios import OVERRIDABLE, ChangedInput, Override, Scenario, ScenarioStore, apply, apply_vectors
 
 MARKET = next(m for m in BUILTIN_MARKETS if m.code == "SYN_NORTH")  # Europe/Berlin
-PG_URL = os.environ.get("AURUM_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
 
 def fundamentals(day: dt.date, seed: int = 5) -> pd.DataFrame:
@@ -325,28 +321,9 @@ def test_a_scenario_on_the_online_stores_day_matches_the_lakes_fundamentals(tmp_
 # --- saved scenarios ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def pg_scenario_settings(tmp_path):
-    """Prod-profile settings whose serving tables live in a PostgreSQL schema of this test alone (dropped after)."""
-    engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect():
-            pass
-    except sa.exc.OperationalError as exc:
-        reason = f"PostgreSQL at {PG_URL} is not reachable: {exc.orig}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (CI=true: required)")
-        pytest.skip(reason)
-    schema = f"serving_test_{uuid.uuid4().hex[:10]}"
-    yield AurumSettings(profile="prod", home=tmp_path / "home", postgres_url=PG_URL, serving={"db_schema": schema})
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def scenario_store(request, settings):
-    s = settings if request.param == "sqlite" else request.getfixturevalue("pg_scenario_settings")
+    s = settings if request.param == "sqlite" else request.getfixturevalue("pg_serving_settings")
     store = ScenarioStore.open(s)
     yield store
     store.close()
