@@ -308,16 +308,19 @@ class ForecastRuntime:
                            cached=cached)
 
     def _check_quantiles(self, served: ServedModel, quantiles: tuple[float, ...]) -> None:
-        levels = served.quantiles
+        """A calibrated (conformal) model gives exactly its levels; others any level inside their fitted range."""
+        levels = served.forecaster.levels() if hasattr(served.forecaster, "levels") else served.quantiles
         if not levels:
             return
-        bad = [q for q in quantiles if q < min(levels) - 1e-9 or q > max(levels) + 1e-9 or
-               (served.forecaster.__class__.__name__ == "ConformalForecaster" and
-                not any(abs(q - a) < 1e-9 for a in served.forecaster.levels()))]
+        exact = hasattr(served.forecaster, "levels")
+        if exact:
+            bad = [q for q in quantiles if not any(abs(q - a) < 1e-9 for a in levels)]
+        else:
+            bad = [q for q in quantiles if q < min(levels) - 1e-9 or q > max(levels) + 1e-9]
         if bad:
-            offered = served.forecaster.levels() if hasattr(served.forecaster, "levels") else levels
             raise ForecastRequestError(f"quantiles {bad!r} are not offered by {served.name} version {served.version}; "
-                                       f"it gives {sorted(offered)!r}", field="quantiles")
+                                       f"it gives {sorted(levels)!r}" + ("" if exact else " and levels between them"),
+                                       field="quantiles")
 
     def _with_calendar(self, market: Market, day: dt.date, vec) -> tuple[np.ndarray, np.ndarray]:
         """The day's feature values with the calendar computed now, as in training, and the local hours."""
@@ -340,6 +343,8 @@ class ForecastRuntime:
         hit = self._baselines.get(key)
         if hit is None:
             hit = self._fit_baseline(market, day, quantiles, common["delivery_start"])
+            if len(self._baselines) >= 1024:  # bounded: the oldest fit goes first
+                self._baselines.pop(next(iter(self._baselines)))
             self._baselines[key] = hit
         values, local_hour = hit
         return DayForecast(**{**common, "local_hour": local_hour}, values=values,
