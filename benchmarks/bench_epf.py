@@ -21,6 +21,7 @@ years before the test period (``docs/models.md``); nothing is tuned on the test 
     python benchmarks/bench_epf.py                   # NP, BE, FR; writes nothing
     python benchmarks/bench_epf.py --write-docs      # also records the table in docs/benchmarks.md
     python benchmarks/bench_epf.py --markets NP --days 56   # a quick look at the last 56 days
+    python benchmarks/bench_epf.py --param lear_recalibrate=true   # LEAR member recalibrated daily
 """
 
 from __future__ import annotations
@@ -92,15 +93,19 @@ def scores(actual: np.ndarray, forecast: np.ndarray, naive: np.ndarray) -> tuple
     return metrics.mae(a, f), metrics.rmae(a, f, n), metrics.smape(a, f), metrics.rmse(a, f)
 
 
-def run_market(market: str, env: dict[str, str], data_dir: Path, model: str, days: int, refit: int) -> dict:
+def run_market(market: str, env: dict[str, str], data_dir: Path, model: str, days: int, refit: int,
+               params: tuple[str, ...] = ()) -> dict:
     from models import metrics
     from models import mlflow_model as ml
 
     csv = data_dir / "epf" / f"{market}.csv"
     first, end = test_period(csv, days)
     t0 = time.perf_counter()
+    # One thread per backtest process: the markets run in parallel processes, one per core, and
+    # BLAS/OpenMP threads of two processes would only contend (LightGBM already runs one, n_jobs=1).
+    env = env | {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out = aurum(env, "backtest", "--market", market, "--model", model, "--from", str(first), "--to", str(end),
-                "--refit-days", str(refit), "--baselines", "naive,lear")
+                "--refit-days", str(refit), "--baselines", "naive,lear", *(a for p in params for a in ("--param", p)))
     seconds = time.perf_counter() - t0
     run_id = re.search(r"^run (\w+):", out, re.M).group(1)
     log(f"{market}: backtest run {run_id} in {seconds:.0f} s")
@@ -181,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--days", type=int, default=TEST_DAYS, help=f"last N days of each file (default {TEST_DAYS}, the paper's)")
     ap.add_argument("--refit-days", type=int, default=7, help="refit cadence in days (default 7)")
     ap.add_argument("--jobs", type=int, default=2, help="markets backtested at once (default 2, one per core)")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="a model parameter passed to aurum backtest (repeatable), e.g. lear_recalibrate=true")
     ap.add_argument("--home", type=Path, default=None, help="AURUM_HOME to use (default: a fresh temporary one, removed after)")
     ap.add_argument("--write-docs", action="store_true", help="record the result in docs/benchmarks.md")
     args = ap.parse_args(argv)
@@ -204,8 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         ml.configure(AurumSettings(home=home).mlflow_tracking_uri())
         # One backtest process per market, --jobs at a time (LightGBM runs one thread each).
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            results = list(pool.map(lambda m: run_market(m, env, data_dir, args.model, args.days, args.refit_days),
-                                    markets))
+            results = list(pool.map(lambda m: run_market(m, env, data_dir, args.model, args.days, args.refit_days,
+                                                         tuple(args.param)), markets))
     finally:
         if args.home is None:
             shutil.rmtree(home, ignore_errors=True)
@@ -214,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join([*head, "", *table]))
     if args.write_docs:
         record(SECTION, command_line("bench_epf.py", argv), f"{', '.join(markets)}, last {args.days} days, "
-               f"refit every {args.refit_days} days", head, table, [])
+               f"refit every {args.refit_days} days" + "".join(f", {p}" for p in args.param), head, table, [])
 
 
 if __name__ == "__main__":

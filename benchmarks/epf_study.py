@@ -13,6 +13,7 @@ it, for choosing structures and hyperparameters without touching the test period
 subsamples N days (whole weeks, evenly spread) of the phase's period.
 
     .venv/bin/python benchmarks/epf_study.py --markets NP --days 56 --models naive,lear,lgbm,ens
+    .venv/bin/python benchmarks/epf_study.py --phase validation --days 28 --models lear+lgbm_block_raw,lear_recal+lgbm_block_raw
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def model_factory(name: str, n_jobs: int):
         "naive": WeeklyNaive,
         "lear": lambda: LEAR(windows=(56, 84, 364, 728)),
         "lear_long": lambda: LEAR(windows=(56, 84, 1092, 1456)),
+        "lear_recal": lambda: LEAR(windows=(56, 84, 364, 728), recalibrate=True),  # recalibrated daily
         "lear_aic": lambda: LEAR(windows=(56, 84, 364, 728), alpha_rule="aic"),
         "lear_exo_lags": lambda: lear_with_lagged_exogenous(windows=(56, 84, 364, 728)),
         "lgbm": lambda: gbm(inputs="same_hour", target_transform="asinh"),
@@ -143,7 +145,8 @@ def parts(name: str, model, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def backtest(features: pd.DataFrame, target: pd.Series, days: list[pd.Timestamp], names: list[str],
              train_days: int, n_jobs: int) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
-    """Forecast every day in ``days`` (local midnights), refitting at the start of each 7-day week."""
+    """Forecast every day in ``days`` (local midnights), refitting at the start of each 7-day week (a
+    model that recalibrates is recalibrated before each later day of the week on the days before it)."""
     from models.featureframe import local_day
 
     day = local_day(features)
@@ -157,12 +160,28 @@ def backtest(features: pd.DataFrame, target: pd.Series, days: list[pd.Timestamp]
         for n in names:
             t = time.perf_counter()
             model = model_factory(n, n_jobs).fit(features[train], target[train])
-            if getattr(model, "needs_history", False):
+            if model.recalibrates:  # day by day, recalibrated on the days before each (the week's penalties)
+                daily: dict[str, list[pd.DataFrame]] = {}
+                for d in range(7):
+                    on = start + pd.Timedelta(days=d)
+                    rows = ((day == on).to_numpy() & test)
+                    if not rows.any():
+                        continue
+                    if d:
+                        known = ((day < on) & (day >= on - pd.Timedelta(days=train_days))).to_numpy()
+                        model.recalibrate(features[known], target[known])
+                    for key, pred in {n: model.predict(features[rows]), **parts(n, model, features[rows])}.items():
+                        daily.setdefault(key, []).append(pred)
+                week = {key: pd.concat(v) for key, v in daily.items()}
+                out[n].append(week.pop(n))
+            elif getattr(model, "needs_history", False):
                 context = ((day >= start - pd.Timedelta(days=7)) & (day < start + pd.Timedelta(days=7))).to_numpy()
                 out[n].append(model.predict(features[context]).loc[features.index[test]])
+                week = parts(n, model, features[test])
             else:
                 out[n].append(model.predict(features[test]))
-            for extra, pred in parts(n, model, features[test]).items():
+                week = parts(n, model, features[test])
+            for extra, pred in week.items():
                 if extra not in names and len(out.setdefault(extra, [])) < len(out[n]):  # once per week
                     out[extra].append(pred)
             seconds[n] += time.perf_counter() - t

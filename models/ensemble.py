@@ -1,7 +1,8 @@
 """Quantile averaging: an ensemble forecaster whose quantile q is the weighted mean of its members' q.
 
 Averaging quantiles (Vincentization) of non-crossing members gives non-crossing quantiles; the
-output is sorted again anyway. Every member is fitted on the same frame.
+output is sorted again anyway. Every member is fitted on the same frame; ``recalibrate`` passes newer
+rows to the members that recalibrate and keeps the others' fits.
 """
 
 from __future__ import annotations
@@ -35,6 +36,17 @@ class QuantileAverageEnsemble(Forecaster):
         self._inputs = tuple(inputs)
         self.unused_columns_ = ()
         self.required_columns = tuple(dict.fromkeys(c for m in self.fitted_members_ for c in m.required_columns))
+
+    @property
+    def recalibrates(self) -> bool:
+        """True when a member recalibrates (the others keep their fit until the next one)."""
+        return any(m.recalibrates for m in getattr(self, "fitted_members_", self.members))
+
+    def _recalibrate(self, frame: pd.DataFrame, y: np.ndarray) -> None:
+        target = pd.Series(y, index=frame.index)
+        # on copies: a member's fitted state may be shared (``shared_fits``) and is never changed in place
+        self.fitted_members_ = [copy.copy(m).recalibrate(frame, target) if m.recalibrates else m
+                                for m in self.fitted_members_]
 
     def _check_not_all_missing(self, frame: pd.DataFrame) -> None:
         for m in self.fitted_members_:

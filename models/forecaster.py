@@ -13,12 +13,27 @@ Contract (all forecasters):
 - A model's ``input_columns_`` are the features it uses. A feature that is NaN in every training row
   is not used (listed in ``unused_columns_``); a used feature that is NaN in every row of a prediction
   frame is an error, as are quantiles outside (0, 1), missing columns and unknown columns.
+
+Recalibration: a forecaster whose ``recalibrates`` is true can ``recalibrate(features, target)`` on
+newer rows between two full fits, keeping what the fit chose (LEAR keeps each hour's penalty and
+refits its coefficients); a rolling backtest does so each day of a refit block.
+
+Shared fits: inside ``with shared_fits():`` a forecaster that states a ``fit_key()`` (its class and
+every parameter that changes a fit) and is fitted on a training frame and target equal, value for
+value, to an earlier fit in the block takes that fit's state instead of fitting again (a backtest's
+baseline LEAR and the LEAR member of its ensemble, fitted at the same refit on the same rows); a
+recalibration of such a state on equal rows is shared the same way. The key holds the whole
+validated training data, so a shared fit equals a fresh one for any deterministic forecaster, and
+nothing outlives the block.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -28,6 +43,38 @@ from models.featureframe import check_feature_frame
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
 MISSING_INPUTS = "missing_inputs"
+
+_SHARED_FITS: contextvars.ContextVar[SharedFits | None] = contextvars.ContextVar("shared_fits", default=None)
+
+
+class SharedFits:
+    """The states of one ``shared_fits()`` block: what each fit or recalibration produced, by its key
+    (class, fit key or the key of the state before, step, training-data digest)."""
+
+    def __init__(self) -> None:
+        self.states: dict[tuple, dict] = {}
+        self.hits = 0
+        self.misses = 0
+
+
+@contextlib.contextmanager
+def shared_fits() -> Iterator[SharedFits]:
+    """Share the fits of equal forecasters on equal training data inside the block (see the module docstring)."""
+    fits = SharedFits()
+    token = _SHARED_FITS.set(fits)
+    try:
+        yield fits
+    finally:
+        _SHARED_FITS.reset(token)
+
+
+def training_digest(frame: pd.DataFrame, y: np.ndarray) -> str:
+    """A digest of a validated training frame (column names, every value, row order) and its target."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(repr([(str(c), str(frame[c].dtype)) for c in frame.columns]).encode())
+    h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    h.update(np.ascontiguousarray(y, dtype=float).tobytes())
+    return h.hexdigest()
 
 
 def quantile_column(q: float) -> str:
@@ -82,18 +129,82 @@ class Forecaster(ABC):
     #: Columns every fit and prediction frame must have besides market and delivery_start.
     required_columns: tuple[str, ...] = ("hour",)
 
+    #: Whether ``recalibrate`` refits on newer rows cheaply, keeping what the last fit chose.
+    recalibrates: bool = False
+
     def fit(self, features: pd.DataFrame, target: pd.Series) -> Forecaster:
+        frame, y = self._training_rows(features, target)
+        self.markets_ = sorted(frame["market"].astype(str).unique())
+        self._shared_step(self.fit_key(), "fit", frame, y, self._fit)
+        self.is_fitted_ = True
+        return self
+
+    def recalibrate(self, features: pd.DataFrame, target: pd.Series) -> Forecaster:
+        """Refit on newer training rows, keeping what the last ``fit`` chose (LEAR: each hour's penalty).
+
+        For a forecaster whose ``recalibrates`` is true; the markets must be those it was fitted on.
+        A rolling backtest calls it on the days between two full refits (``training.backtest``).
+        """
+        if not getattr(self, "is_fitted_", False):
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(features, target) first")
+        if not self.recalibrates:
+            raise NotImplementedError(f"{type(self).__name__} does not recalibrate (recalibrates is False); fit it again")
+        frame, y = self._training_rows(features, target)
+        markets = sorted(frame["market"].astype(str).unique())
+        if markets != self.markets_:
+            raise FeatureFrameError(f"recalibration rows hold markets {markets}; the model was fitted on {self.markets_}",
+                                    column="market")
+        self._shared_step(getattr(self, "_shared_key_", None), "recalibrate", frame, y, self._recalibrate)
+        return self
+
+    def _training_rows(self, features: pd.DataFrame, target: pd.Series) -> tuple[pd.DataFrame, np.ndarray]:
+        """The validated frame and finite target of a fit (NaN targets dropped and counted)."""
         frame = check_feature_frame(features, self.required_columns)
         y = align_target(frame, target)
         keep = ~np.isnan(y)
         if not keep.any():
             raise FeatureFrameError("target is NaN in every row; nothing to fit", column="target")
         self.dropped_target_rows_ = int((~keep).sum())
-        frame = frame[keep]
-        self.markets_ = sorted(frame["market"].astype(str).unique())
-        self._fit(frame, y[keep])
+        return frame[keep], y[keep]
+
+    def _shared_step(self, prior: Hashable | None, step: str, frame: pd.DataFrame, y: np.ndarray,
+                     work: Callable[[pd.DataFrame, np.ndarray], None]) -> None:
+        """Run ``work`` (a fit or a recalibration), or take its result from the ``shared_fits`` block.
+
+        The key chains what determined the state: the parameters that change a fit (``fit_key``) or
+        the state before (a recalibration), the step and the digest of its data. ``work`` must assign
+        what it produces (never change an existing attribute's object in place).
+        """
+        shared = _SHARED_FITS.get()
+        if shared is None or prior is None:
+            work(frame, y)
+            self._shared_key_ = None  # not reproducible from a key: later steps are not shared either
+            return
+        key = (type(self).__qualname__, prior, step, training_digest(frame, y))
+        state = shared.states.get(key)
+        if state is not None:
+            shared.hits += 1
+            self.__dict__.update(state)  # states are never changed in place after a step: shared read-only
+            return
+        shared.misses += 1
+        before = dict(self.__dict__)
+        work(frame, y)
         self.is_fitted_ = True
-        return self
+        self._shared_key_ = key
+        # what the step produced (new or reassigned attributes), not the parameters it left alone: a
+        # forecaster taking the state keeps its own settings that the key leaves out (LEAR's recalibrate)
+        shared.states[key] = {k: v for k, v in self.__dict__.items() if k not in before or before[k] is not v}
+
+    def _recalibrate(self, frame: pd.DataFrame, y: np.ndarray) -> None:
+        """Refit on a validated frame keeping the last fit's choices; must replace, never mutate, fitted state."""
+        raise NotImplementedError
+
+    def fit_key(self) -> Hashable | None:
+        """What besides the training data determines a fit (every parameter), or None: never shared.
+
+        Only deterministic forecasters may state one (see ``shared_fits``).
+        """
+        return None
 
     def predict(self, features: pd.DataFrame, quantiles: Iterable[float] = DEFAULT_QUANTILES) -> pd.DataFrame:
         if not getattr(self, "is_fitted_", False):
@@ -144,6 +255,15 @@ class MarketwiseForecaster(Forecaster):
             unused |= set(dropped)
         self._inputs = tuple(inputs)
         self.unused_columns_ = tuple(sorted(unused - set(inputs)))
+
+    def _recalibrate(self, frame: pd.DataFrame, y: np.ndarray) -> None:
+        markets = frame["market"].astype(str).to_numpy()
+        self.models_ = {m: self._recalibrate_market(self.models_[m], frame[markets == m], y[markets == m])
+                        for m in self.markets_}  # a new dict: a shared fit's states stay as they were
+
+    def _recalibrate_market(self, state: object, frame: pd.DataFrame, y: np.ndarray) -> object:
+        """A new state of one market from newer rows, keeping the fit's choices (see ``recalibrate``)."""
+        raise NotImplementedError
 
     def _predict(self, frame: pd.DataFrame, quantiles: tuple[float, ...]) -> np.ndarray:
         out = np.full((len(frame), len(quantiles)), np.nan)

@@ -15,6 +15,12 @@ day-ahead forecasts of all 24 hours of day D, and 7 weekday dummies. As in epfto
 - the model is fitted on the last ``window`` days of the training frame for each window, and the
   ensemble averages the windows' forecasts (in price space).
 
+With ``recalibrate=True`` the model can ``recalibrate`` on newer rows between two full fits: each
+window and hour keeps the penalty its last fit chose by AIC (the LARS paths, most of a fit's cost,
+are skipped), while the scaling and the coefficients are refitted on the window's newest days (the
+coordinate descent starts from the previous coefficients). A rolling backtest recalibrates daily
+inside its refit blocks, as the paper recalibrates its LEAR daily.
+
 Differences to the paper: the exogenous forecasts of D-1 and D-7 are not inputs (a serving request
 holds only day D's rows). Quantiles are the ensemble forecast plus per-hour quantiles of the
 in-sample residuals of the longest window (optimistic: wrap it in ``ConformalForecaster``).
@@ -93,7 +99,7 @@ class LEAR(MarketwiseForecaster):
     required_columns = ("hour", "weekday")
 
     def __init__(self, windows: tuple[int, ...] = (56, 84, 364, 728), *, alpha_rule: str = "epftoolbox",
-                 exogenous: tuple[str, ...] = EXOGENOUS_FEATURES, max_iter: int = 2500):
+                 exogenous: tuple[str, ...] = EXOGENOUS_FEATURES, max_iter: int = 2500, recalibrate: bool = False):
         if not windows or any(int(w) < 7 for w in windows):
             raise ValueError(f"windows {windows!r} must be calibration lengths of at least 7 days")
         if alpha_rule not in ("epftoolbox", "aic"):
@@ -102,6 +108,13 @@ class LEAR(MarketwiseForecaster):
         self.alpha_rule = alpha_rule
         self.exogenous = tuple(exogenous)
         self.max_iter = max_iter
+        self.recalibrates = bool(recalibrate)
+
+    def fit_key(self) -> tuple:
+        """LEAR is deterministic: equal parameters on equal data give equal fits (see ``shared_fits``).
+        ``recalibrate`` changes no fit, only what may follow it, so a LEAR that recalibrates and one
+        that does not share their fits."""
+        return (self.windows, self.alpha_rule, self.exogenous, self.max_iter)
 
     def _design(self, frame: pd.DataFrame, columns: list[str]) -> tuple[DayBlocks, np.ndarray]:
         blocks = DayBlocks.of(frame)
@@ -117,6 +130,14 @@ class LEAR(MarketwiseForecaster):
         if missing_lags:
             raise FeatureFrameError(f"LEAR needs {missing_lags[0]!r}, NaN in every training row of market "
                                     f"{frame['market'].iat[0]!r}", column=missing_lags[0])
+        return self._fit_windows(frame, y, used, None), used, unused
+
+    def _recalibrate_market(self, state: _MarketLEAR, frame: pd.DataFrame, y: np.ndarray) -> _MarketLEAR:
+        """The same inputs and each window's hourly penalties; scaling and coefficients from the newer rows."""
+        return self._fit_windows(frame, y, state.columns, state.windows)
+
+    def _fit_windows(self, frame: pd.DataFrame, y: np.ndarray, used: list[str],
+                     previous: list[_WindowModel] | None) -> _MarketLEAR:
         frame = frame.assign(_y=y)
         blocks, x = self._design(frame, used)
         target = blocks.pivot(frame["_y"].to_numpy())
@@ -125,37 +146,75 @@ class LEAR(MarketwiseForecaster):
         if len(x) < 7:
             raise FeatureFrameError(f"LEAR needs at least 7 complete training days for market "
                                     f"{frame['market'].iat[0]!r}, got {len(x)}")
-        models = [self._fit_window(x[-w:], target[-w:], w) for w in self.windows]
+        models = [self._fit_window(x[-w:], target[-w:], w, previous[i] if previous else None)
+                  for i, w in enumerate(self.windows)]
         longest = models[int(np.argmax([m.days_used for m in models]))]
         n = longest.days_used
         resid = target[-n:] - longest.predict(x[-n:])
         hours = np.tile(np.arange(HOURS), n)
-        state = _MarketLEAR(used, models, ResidualQuantiles(hours, resid.ravel()), int((~ok).sum()))
-        return state, used, unused
+        return _MarketLEAR(used, models, ResidualQuantiles(hours, resid.ravel()), int((~ok).sum()))
 
-    def _fit_window(self, x: np.ndarray, y: np.ndarray, window: int) -> _WindowModel:
+    def _fit_window(self, x: np.ndarray, y: np.ndarray, window: int, previous: _WindowModel | None = None
+                    ) -> _WindowModel:
+        """The 24 hourly LASSOs of one calibration window (with ``previous``: a recalibration, which keeps
+        its hourly penalties, skips the LARS paths and starts the coordinate descent from its coefficients).
+
+        Equal to ``LassoLarsIC(criterion="aic").fit(...).alpha_`` then ``Lasso(alpha).fit(...)`` per hour
+        (the published recipe), step for step: the inputs are the same for every hour (only the target
+        column differs), so where scikit-learn would compute the centred Gram matrix for each fit
+        (more days than inputs: ``precompute="auto"``) it is computed once per window and shared by
+        the 24 LARS paths and the 24 coordinate descents; with fewer days than inputs both run on the
+        data, as there. The AIC along each path is ``LassoLarsIC``'s, with the residual sum of squares
+        from the same statistics.
+        """
         from sklearn.exceptions import ConvergenceWarning
-        from sklearn.linear_model import Lasso, LassoLarsIC
+        from sklearn.linear_model import lars_path, lars_path_gram, lasso_path
 
         xs, ys = InvariantScaler(x[:, :-7]), InvariantScaler(y)
         z = np.hstack([xs.transform(x[:, :-7]), x[:, -7:]])
         zy = ys.transform(y)
-        if self.alpha_rule == "epftoolbox":
-            centred = z - z.mean(axis=0)
-            norm = np.sqrt((centred**2).sum(axis=0))
-            z_ic = centred / np.where(norm > 0, norm, 1.0)
+        n, k = z.shape
+        z_mean, zy_mean = z.mean(axis=0), zy.mean(axis=0)
+        zc, yc = z - z_mean, zy - zy_mean
+        if self.alpha_rule == "epftoolbox" and previous is None:  # the AIC path on unit-norm columns (sklearn < 1.2)
+            norm = np.sqrt((zc**2).sum(axis=0))
+            z_ic = zc / np.where(norm > 0, norm, 1.0)
+            z_ic = z_ic - z_ic.mean(axis=0)  # centred again, as LassoLarsIC does
         else:
-            z_ic = z
-        coef = np.zeros((HOURS, z.shape[1]))
-        intercept = np.zeros(HOURS)
+            z_ic = zc
+        use_gram = n > k
+        zc_f = np.asfortranarray(zc)  # the layout the solver wants: its input checks are skipped below
+        if use_gram:
+            gram, xy = zc.T @ zc, zc.T @ yc  # xy: (k, 24)
+            gram_ic, xy_ic = (z_ic.T @ z_ic, z_ic.T @ yc) if z_ic is not zc else (gram, xy)
+            yy = (yc**2).sum(axis=0)
+        coef = np.zeros((HOURS, k))
         alphas = np.zeros(HOURS)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             for h in range(HOURS):
-                ic = LassoLarsIC(criterion="aic", max_iter=self.max_iter, noise_variance=max(np.var(zy[:, h]), 1e-12))
-                alpha = float(ic.fit(z_ic, zy[:, h]).alpha_)
-                model = Lasso(alpha=max(alpha, 1e-10), max_iter=self.max_iter).fit(z, zy[:, h])
-                coef[h], intercept[h], alphas[h] = model.coef_, model.intercept_, alpha
+                target = np.ascontiguousarray(yc[:, h])  # contiguous as in scikit-learn: same rounding, same path
+                if previous is not None:
+                    alphas[h] = previous.alpha[h]
+                elif use_gram:
+                    path_alphas, _, path = lars_path_gram(xy_ic[:, h], gram_ic, n_samples=n, max_iter=self.max_iter,
+                                                          method="lasso", alpha_min=0.0)
+                    rss = yy[h] - 2 * path.T @ xy_ic[:, h] + np.einsum("ik,ik->k", path, gram_ic @ path)
+                else:
+                    path_alphas, _, path = lars_path(z_ic, target, max_iter=self.max_iter, method="lasso",
+                                                     alpha_min=0.0)
+                    rss = ((target[:, None] - z_ic @ path) ** 2).sum(axis=0)
+                if previous is None:
+                    dof = (np.abs(path) > np.finfo(float).eps).sum(axis=0)
+                    # LassoLarsIC's AIC with noise_variance = the target's variance (n log(2 pi s2) is constant)
+                    aic = rss / max(np.var(zy[:, h]), 1e-12) + 2 * dof
+                    alphas[h] = path_alphas[int(np.argmin(aic))]
+                _, c, _ = lasso_path(zc_f, target, alphas=[max(alphas[h], 1e-10)], max_iter=self.max_iter,
+                                     precompute=gram if use_gram else False,
+                                     Xy=np.ascontiguousarray(xy[:, h]) if use_gram else None, check_input=False,
+                                     coef_init=None if previous is None else previous.coef[h].copy())  # written into
+                coef[h] = c[:, 0]
+        intercept = zy_mean - coef @ z_mean
         return _WindowModel(window, len(x), xs, ys, coef, intercept, alphas)
 
     def _predict_market(self, state: _MarketLEAR, frame: pd.DataFrame, quantiles):

@@ -6,8 +6,19 @@ whose delivery day came before the block and whose target was public at that iss
 forecasts D from D's own features, which the feature service returns as known at D's issue time.
 Refitting every ``refit_days`` days (1 = daily, as operations would) bounds the cost.
 
-Every forecast row records when it was issued and when its model was fitted, so a reader can check
-that nothing was used before it was known (``tests/training/test_backtest.py`` does).
+Conformal models are calibrated as they would be in operations (rolling calibration, see
+:mod:`models.conformal`): the backtest keeps the base model's uncorrected interval ends of every day
+it forecast, and each refit takes its corrections from the last ``calibration_days`` of those whose
+actual price was public at the refit's issue time. The first refit has no such past: it calibrates
+on held-out days (a second fit), whose forecasts seed the record.
+
+A model that recalibrates (``Forecaster.recalibrates``, e.g. LEAR with ``recalibrate=True``)
+forecasts the days of a block one by one: before each day after the first it is recalibrated on the
+rows known at that day's issue time, keeping what the block's fit chose.
+
+Every forecast row records when it was issued, when its model was fitted and (if so) recalibrated,
+so a reader can check that nothing was used before it was known (``tests/training/test_backtest.py``
+does).
 """
 
 from __future__ import annotations
@@ -21,11 +32,12 @@ import numpy as np
 import pandas as pd
 
 from features.errors import TrainingDataError
+from models.conformal import ConformalForecaster
 from models.dayblock import DayBlocks
 from models.forecaster import DEFAULT_QUANTILES, Forecaster, quantile_column
 from models.metrics import diebold_mariano, score
 from models.naive import weekly_lag
-from training.dataset import ISSUED_AT, TARGET, TrainingData, known_targets
+from training.dataset import ISSUED_AT, TARGET, TARGET_KNOWN_AT, TrainingData, known_targets
 
 NAIVE = "price_lag_P7D"
 
@@ -54,7 +66,7 @@ class Backtest:
 
     name: str
     window: BacktestWindow
-    forecasts: pd.DataFrame  # market, delivery_start, day, hour, issued_at, fitted_at, train_rows, actual, naive, q.., missing_inputs
+    forecasts: pd.DataFrame  # market, delivery_start, day, hour, issued_at, fitted_at, recalibrated_at, train_rows, ..., q.., missing_inputs
     quantiles: tuple[float, ...]
     fits: int = 0
     seconds: float = 0.0
@@ -96,39 +108,80 @@ def run(data: TrainingData, make_model: Callable[[], Forecaster], window: Backte
             f"backtest window [{window.start}, {window.end}) has no day in the data of market "
             f"{data.market.code!r}, which spans {data.first_day()} to {data.last_day()}")
     out, fits = [], 0
+    issued_forecasts: pd.DataFrame | None = None  # a conformal model's base interval ends, by row label
     for b in range(0, len(test_days), window.refit_days):
         block = test_days[b:b + window.refit_days]
-        first = block[0]
-        issued = pd.to_datetime(frame.loc[days == first, ISSUED_AT], utc=True).min()
-        train = known_targets(data, issued) & (days < first).to_numpy()
-        if window.train_days is not None:
-            train &= (days >= first - pd.Timedelta(days=window.train_days)).to_numpy()
-        if not train.any():
-            raise TrainingDataError(
-                f"no target of market {data.market.code!r} was known at {issued.isoformat()} (issue time of "
-                f"{first.date()}); the backtest needs history before {window.start}")
+        issued, train = _training_rows(data, block[0], window)
         rows = frame[train]
-        model = make_model().fit(model_inputs(rows, data.features), rows[TARGET])
+        model = make_model()
+        if isinstance(model, ConformalForecaster):
+            past = scored_before(data, issued_forecasts, issued)
+            if past["day"].nunique() >= model.calibration_days:
+                model.fit_on_past(model_inputs(rows, data.features), rows[TARGET], past)
+            else:  # nothing (or too little) forecast yet: held-out calibration, which seeds the record
+                model.fit(model_inputs(rows, data.features), rows[TARGET])
+                seed = model.held_out_.drop(columns=["day", "actual"])
+                issued_forecasts = seed if issued_forecasts is None else pd.concat(
+                    [seed[~seed.index.isin(issued_forecasts.index)], issued_forecasts])
+        else:
+            model.fit(model_inputs(rows, data.features), rows[TARGET])
         fits += 1
-        test = frame[days.isin(block).to_numpy()]
-        pred = model.predict(model_inputs(test, data.features), quantiles)
-        part = pd.DataFrame({
-            "market": data.market.code, "delivery_start": test["delivery_start"].to_numpy(), "day": days[test.index].dt.date.to_numpy(),
-            "hour": test["hour"].to_numpy() if "hour" in test else np.nan,
-            "issued_at": test[ISSUED_AT].to_numpy(), "fitted_at": issued, "train_rows": int(train.sum()),
-            "train_last_target_known_at": pd.to_datetime(rows["target_known_at"], utc=True).max(),
-            "actual": test[TARGET].to_numpy(),
-            "naive": weekly_lag(test) if NAIVE in test else np.nan,  # the rMAE denominator
-        })
-        for c in pred.columns:
-            part[c] = pred[c].to_numpy()
-        out.append(part)
+        recalibrated_at = pd.NaT
+        # a model that recalibrates forecasts day by day, recalibrated on what each day's issue time knew
+        for group in ([[d] for d in block] if model.recalibrates else [block]):
+            if group[0] != block[0]:
+                recalibrated_at, known = _training_rows(data, group[0], window)
+                rows = frame[known]
+                model.recalibrate(model_inputs(rows, data.features), rows[TARGET])
+            test = frame[days.isin(group).to_numpy()]
+            pred = model.predict(model_inputs(test, data.features), quantiles)
+            if isinstance(model, ConformalForecaster):
+                base = model.base_forecast(model_inputs(test, data.features))
+                issued_forecasts = pd.concat([issued_forecasts, base]) if issued_forecasts is not None else base
+            part = pd.DataFrame({
+                "market": data.market.code, "delivery_start": test["delivery_start"].to_numpy(),
+                "day": days[test.index].dt.date.to_numpy(), "hour": test["hour"].to_numpy() if "hour" in test else np.nan,
+                "issued_at": test[ISSUED_AT].to_numpy(), "fitted_at": issued,
+                "recalibrated_at": pd.array([recalibrated_at] * len(test), dtype="datetime64[ns, UTC]"),
+                "train_rows": len(rows), "train_last_target_known_at": pd.to_datetime(rows[TARGET_KNOWN_AT], utc=True).max(),
+                "actual": test[TARGET].to_numpy(),
+                "naive": weekly_lag(test) if NAIVE in test else np.nan,  # the rMAE denominator
+            })
+            for c in pred.columns:
+                part[c] = pred[c].to_numpy()
+            out.append(part)
         if progress:
             progress(min(b + window.refit_days, len(test_days)), len(test_days))
     forecasts = pd.concat(out, ignore_index=True)
     bt = Backtest(name, window, forecasts, tuple(sorted(quantiles)), fits, time.perf_counter() - t0)
     bt.metrics = scores(bt)
     return bt
+
+
+def _training_rows(data: TrainingData, day: pd.Timestamp, window: BacktestWindow) -> tuple[pd.Timestamp, np.ndarray]:
+    """The issue time of ``day`` and the rows a model issued then may learn from: delivery days before
+    it whose target was public at that time (within the training window, if any)."""
+    days = data.days
+    issued = pd.to_datetime(data.frame.loc[days == day, ISSUED_AT], utc=True).min()
+    train = known_targets(data, issued) & (days < day).to_numpy()
+    if window.train_days is not None:
+        train &= (days >= day - pd.Timedelta(days=window.train_days)).to_numpy()
+    if not train.any():
+        raise TrainingDataError(
+            f"no target of market {data.market.code!r} was known at {issued.isoformat()} (issue time of "
+            f"{day.date()}); the backtest needs history before {window.start}")
+    return issued, train
+
+
+def scored_before(data: TrainingData, forecasts: pd.DataFrame | None, issued: pd.Timestamp) -> pd.DataFrame:
+    """Earlier forecasts (rows of ``data.frame`` by label) whose actual price was public at ``issued``,
+    with their local ``day`` and ``actual``: what a model issued then may calibrate on."""
+    if forecasts is None or forecasts.empty:
+        return pd.DataFrame({"day": pd.Series(dtype="datetime64[ns]"), "actual": pd.Series(dtype=float)})
+    rows = data.frame.loc[forecasts.index]
+    known = (pd.to_datetime(rows[TARGET_KNOWN_AT], utc=True) <= issued).to_numpy() & rows[TARGET].notna().to_numpy()
+    return forecasts[known].assign(day=data.days.loc[forecasts.index][known].to_numpy(),
+                                   actual=rows.loc[known, TARGET].to_numpy())
 
 
 def scores(bt: Backtest) -> pd.DataFrame:

@@ -32,6 +32,7 @@ from features.marketdata import MarketData
 from features.settings import AurumSettings
 from models import mlflow_model as ml
 from models.featureframe import FEATURE_SERVICE
+from models.forecaster import shared_fits
 from training import approval, backtest, dataset, tracking
 from training.dataset import TARGET, TrainingData
 from training.specs import ModelSpec
@@ -94,15 +95,20 @@ def load_data(session: Session, market: str, backtest_days: int, start: dt.date 
 def run_backtests(data: TrainingData, spec: ModelSpec, window: backtest.BacktestWindow, *,
                   baselines: tuple[str, ...] = BASELINES, progress: Callable[[str], None] | None = None
                   ) -> tuple[dict[str, backtest.Backtest], pd.DataFrame]:
-    """Backtests of the candidate (key ``candidate``) and each baseline on the same window, and their comparison."""
+    """Backtests of the candidate (key ``candidate``) and each baseline on the same window, and their comparison.
+
+    The backtests share fits (``models.forecaster.shared_fits``): a baseline equal to a member of the
+    candidate (the LEAR of the ensemble), fitted at the same refit on the same rows, is fitted once.
+    """
     results: dict[str, backtest.Backtest] = {}
     # Baselines are judged on their median: built without the conformal wrapper (half the fits).
-    for name, s, make in (("candidate", spec, spec.build),
-                          *((b, ModelSpec.of(b), functools.partial(ModelSpec.of(b).build, calibrated=False))
-                            for b in baselines if b != spec.kind)):
-        if progress:
-            progress(f"backtest {name} ({s.kind}) {window.start} .. {window.end}, refit every {window.refit_days} days")
-        results[name] = backtest.run(data, make, window, name=name)
+    with shared_fits():
+        for name, s, make in (("candidate", spec, spec.build),
+                              *((b, ModelSpec.of(b), functools.partial(ModelSpec.of(b).build, calibrated=False))
+                                for b in baselines if b != spec.kind)):
+            if progress:
+                progress(f"backtest {name} ({s.kind}) {window.start} .. {window.end}, refit every {window.refit_days} days")
+            results[name] = backtest.run(data, make, window, name=name)
     return results, backtest.compare(results)
 
 

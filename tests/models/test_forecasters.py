@@ -166,3 +166,46 @@ def test_lightgbm_per_hour_day_block_structure_runs_and_does_not_cross(split):
     assert len(m.models_["SYN_NORTH"].boosters) == 24 * 3
     assert ((out["q10"] <= out["q50"]) & (out["q50"] <= out["q90"])).all()
     assert len(out) == test.sum()  # includes the 23-hour spring day
+
+
+@pytest.mark.parametrize("alpha_rule", ["epftoolbox", "aic"])
+@pytest.mark.parametrize("days", [42, 200], ids=["fewer_days_than_inputs", "more_days_than_inputs"])
+def test_lear_window_fit_equals_the_published_lassolarsic_then_lasso_recipe(split, alpha_rule, days):
+    """Oracle: per hour, LassoLarsIC(aic) on the (epftoolbox: unit-norm) columns picks alpha, Lasso refits."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Lasso, LassoLarsIC
+
+    from models.featureframe import check_feature_frame
+    from models.lear import PRICE_LAGS, InvariantScaler
+
+    if days == 42:  # the synthetic market: 247 inputs, so the data path
+        features, target, train, _ = split
+        features, target = features[train], target[train]
+    else:  # the planted frame: lags and load only (127 inputs), so the shared Gram matrix
+        features, target = _planted_days(days, seed=8)
+    lear = LEAR(windows=(days,), alpha_rule=alpha_rule)
+    frame = check_feature_frame(features)
+    used, _ = lear.usable(frame, [*PRICE_LAGS, *lear.exogenous])
+    blocks, x = lear._design(frame, used)
+    y = blocks.pivot(target.to_numpy())
+    ok = ~(np.isnan(x).any(axis=1) | np.isnan(y).any(axis=1))
+    x, y = x[ok][-days:], y[ok][-days:]
+    assert (len(x) > x.shape[1]) == (days == 200)
+    got = lear._fit_window(x, y, days)
+
+    z = np.hstack([InvariantScaler(x[:, :-7]).transform(x[:, :-7]), x[:, -7:]])
+    zy = InvariantScaler(y).transform(y)
+    centred = z - z.mean(axis=0)
+    norm = np.sqrt((centred**2).sum(axis=0))
+    z_ic = centred / np.where(norm > 0, norm, 1.0) if alpha_rule == "epftoolbox" else z
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for h in range(24):
+            alpha = LassoLarsIC(criterion="aic", max_iter=2500, noise_variance=np.var(zy[:, h])).fit(z_ic, zy[:, h]).alpha_
+            ref = Lasso(alpha=max(alpha, 1e-10), max_iter=2500).fit(z, zy[:, h])
+            assert got.alpha[h] == pytest.approx(alpha, rel=1e-9), h
+            np.testing.assert_allclose(got.coef[h], ref.coef_, atol=1e-6)
+            assert got.intercept[h] == pytest.approx(ref.intercept_, abs=1e-6)
+    assert len(np.unique(got.alpha)) > 1  # the hours chose their own penalties

@@ -106,3 +106,135 @@ def test_compare_gives_diebold_mariano_against_each_other_model(data):
     assert 0 <= table.loc["lear", "dm_vs_naive"] <= 1
     assert table.loc["lear", "dm_vs_naive"] == pytest.approx(1 - table.loc["naive", "dm_vs_lear"])
     assert table.loc["lear", "mae"] < table.loc["naive", "mae"]  # the synthetic market is learnable
+
+
+def _conformal_lear_maker(models: list):
+    """A maker of conformal LEARs (14 calibration days) that keeps every model it builds, in order."""
+    from models.conformal import ConformalForecaster
+    from models.lear import LEAR
+
+    def make():
+        models.append(ConformalForecaster(LEAR(windows=(28,)), calibration_days=14))
+        return models[-1]
+    return make
+
+
+def test_conformal_backtests_calibrate_on_their_own_earlier_forecasts_known_at_the_issue_time(data):
+    from models.conformal import _conformal_quantile
+
+    window = backtest.BacktestWindow(dt.date(2024, 3, 6), dt.date(2024, 3, 27), refit_days=7)
+    models: list = []
+    bt = backtest.run(data, _conformal_lear_maker(models), window)
+    assert bt.fits == 3
+    # the first refit had no forecasts of its own yet: held-out days; the later ones calibrate on the past
+    assert models[0].held_out_ is not None and models[1].held_out_ is None and models[2].held_out_ is None
+    # the third refit (issued for 20 March) scores the base forecasts the first two refits issued for
+    # 6-19 March, the last 14 days whose actual prices were public at its issue time
+    f = data.frame
+    rows = f[data.days.between(pd.Timestamp("2024-03-06"), pd.Timestamp("2024-03-19")).to_numpy()]
+    issued = pd.to_datetime(bt.forecasts.loc[bt.forecasts["day"] == dt.date(2024, 3, 20), "issued_at"], utc=True).min()
+    assert (pd.to_datetime(rows[TARGET_KNOWN_AT], utc=True) <= issued).all()
+    first_block = data.days[rows.index] < pd.Timestamp("2024-03-13")
+    base = pd.concat([models[0].base_forecast(backtest.model_inputs(rows[first_block.to_numpy()], data.features)),
+                      models[1].base_forecast(backtest.model_inputs(rows[~first_block.to_numpy()], data.features))])
+    actual = rows[TARGET].to_numpy()
+    assert models[2].corrections_[0.1] == pytest.approx(_conformal_quantile(base["q10"].to_numpy() - actual, 0.9))
+    assert models[2].corrections_[0.9] == pytest.approx(_conformal_quantile(actual - base["q90"].to_numpy(), 0.9))
+    assert models[2].calibration_hours_ == len(rows)
+
+
+def test_a_rolling_calibration_uses_nothing_known_after_the_issue_time(data):
+    window = backtest.BacktestWindow(dt.date(2024, 3, 6), dt.date(2024, 3, 27), refit_days=7)
+    before = backtest.run(data, _conformal_lear_maker([]), window).forecasts
+    day = before[before["day"] == dt.date(2024, 3, 20)]  # the first day of the third refit block
+    issued = pd.to_datetime(day["issued_at"], utc=True).min()
+    f = data.frame.copy()
+    late_target = pd.to_datetime(f[TARGET_KNOWN_AT], utc=True) > issued
+    late_features = pd.to_datetime(f[ISSUED_AT], utc=True) > issued
+    rng = np.random.default_rng(1)
+    f.loc[late_target, TARGET] = rng.normal(500, 200, late_target.sum())
+    for c in data.features:
+        if f[c].dtype.kind == "f" and c.startswith(("price", "load")):
+            f.loc[late_features, c] = rng.normal(300, 100, late_features.sum())
+    scrambled = dataset.TrainingData(data.market, data.service, f, data.features, data.lineage)
+    after = backtest.run(scrambled, _conformal_lear_maker([]), window).forecasts
+    cols = ["q10", "q50", "q90"]
+    pd.testing.assert_frame_equal(after.loc[day.index, cols], day[cols])
+    later = after["day"] > dt.date(2024, 3, 20)
+    assert not np.allclose(after.loc[later, "q90"], before.loc[later, "q90"])
+
+
+def test_the_candidates_lear_member_and_the_lear_baseline_are_fitted_once_per_refit(data, monkeypatch):
+    import functools
+
+    from models.lear import LEAR
+    from training import pipeline
+    from training.specs import ModelSpec
+
+    window = backtest.BacktestWindow(dt.date(2024, 3, 20), dt.date(2024, 4, 3), refit_days=7)
+    lear = ModelSpec.of("lear")
+    alone = backtest.run(data, functools.partial(lear.build, calibrated=False), window, name="lear")
+    calls = []
+    original = LEAR._fit_market
+    monkeypatch.setattr(LEAR, "_fit_market", lambda self, *a: calls.append(1) or original(self, *a))
+    spec = ModelSpec.of("ensemble", n_estimators=20, calibration_days=28)
+    results, _ = pipeline.run_backtests(data, spec, window, baselines=("naive", "lear"))
+    # candidate: held-out (early + full fit) at the first refit, one fit at the second; the baseline: none
+    assert len(calls) == 3
+    pd.testing.assert_frame_equal(results["lear"].forecasts, alone.forecasts)
+
+
+def test_a_recalibrating_model_forecasts_day_by_day_with_what_each_issue_time_knew(data):
+    from models.lear import LEAR
+
+    window = backtest.BacktestWindow(dt.date(2024, 3, 13), dt.date(2024, 3, 20), refit_days=7)
+    make = lambda: LEAR(windows=(28,), recalibrate=True)  # noqa: E731
+    before = backtest.run(data, make, window).forecasts
+    weekly = backtest.run(data, lambda: LEAR(windows=(28,)), window).forecasts
+    issued = pd.to_datetime(before["issued_at"], utc=True)
+    recalibrated = pd.to_datetime(before["recalibrated_at"], utc=True)
+    first = before["day"] == dt.date(2024, 3, 13)
+    assert recalibrated[first].isna().all() and (recalibrated[~first] == issued[~first]).all()
+    assert (pd.to_datetime(before["train_last_target_known_at"], utc=True) <= issued).all()
+    assert before.groupby("day")["train_rows"].first().is_monotonic_increasing  # one more day known each day
+    pd.testing.assert_frame_equal(before.loc[first, ["q10", "q50", "q90"]], weekly.loc[first, ["q10", "q50", "q90"]])
+    assert not np.allclose(before.loc[~first, "q50"], weekly.loc[~first, "q50"])
+    # scramble everything stamped after the issue time of 16 March (the fourth day of the block)
+    day = before[before["day"] == dt.date(2024, 3, 16)]
+    cut = issued[day.index].min()
+    f = data.frame.copy()
+    late_target = pd.to_datetime(f[TARGET_KNOWN_AT], utc=True) > cut
+    late_features = pd.to_datetime(f[ISSUED_AT], utc=True) > cut
+    rng = np.random.default_rng(2)
+    f.loc[late_target, TARGET] = rng.normal(500, 200, late_target.sum())
+    for c in data.features:
+        if f[c].dtype.kind == "f" and c.startswith(("price", "load")):
+            f.loc[late_features, c] = rng.normal(300, 100, late_features.sum())
+    scrambled = dataset.TrainingData(data.market, data.service, f, data.features, data.lineage)
+    after = backtest.run(scrambled, make, window).forecasts
+    upto = before["day"] <= dt.date(2024, 3, 16)
+    pd.testing.assert_frame_equal(after.loc[upto, ["q10", "q50", "q90"]], before.loc[upto, ["q10", "q50", "q90"]])
+    assert not np.allclose(after.loc[~upto, "q50"], before.loc[~upto, "q50"])
+
+
+def test_a_recalibrating_member_shares_its_weekly_fit_with_the_weekly_lear_baseline(data, monkeypatch):
+    import functools
+
+    from models.lear import LEAR
+    from training import pipeline
+    from training.specs import ModelSpec
+
+    window = backtest.BacktestWindow(dt.date(2024, 3, 20), dt.date(2024, 3, 27), refit_days=7)
+    alone = backtest.run(data, functools.partial(ModelSpec.of("lear").build, calibrated=False), window, name="lear")
+    fits, recalibrations = [], []
+    fit, recalibrate = LEAR._fit_market, LEAR._recalibrate_market
+    monkeypatch.setattr(LEAR, "_fit_market", lambda self, *a: fits.append(1) or fit(self, *a))
+    monkeypatch.setattr(LEAR, "_recalibrate_market", lambda self, *a: recalibrations.append(1) or recalibrate(self, *a))
+    spec = ModelSpec.of("ensemble", n_estimators=20, calibration_days=28, lear_recalibrate=True)
+    results, _ = pipeline.run_backtests(data, spec, window, baselines=("lear",))
+    # held-out calibration (early + full fit) for the member, none for the baseline; the member
+    # recalibrates on the six days after the first, the weekly baseline does not
+    assert (len(fits), len(recalibrations)) == (2, 6)
+    assert results["lear"].forecasts["recalibrated_at"].isna().all()
+    assert results["candidate"].forecasts["recalibrated_at"].notna().sum() == 6 * 24
+    pd.testing.assert_frame_equal(results["lear"].forecasts, alone.forecasts)

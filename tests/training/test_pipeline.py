@@ -87,6 +87,8 @@ def test_bad_requests_fail_clearly_and_register_nothing(settings, tmp_path):
         ModelSpec.of("xgb")
     with pytest.raises(ConfigurationError, match="has no parameter 'depth'"):
         ModelSpec.of("lgbm", depth=3)
+    with pytest.raises(ConfigurationError, match="'lear_recalibrate' is 'yes'; expected true or false"):
+        ModelSpec.of("ensemble", lear_recalibrate="yes")  # a string would be truthy: refused, not guessed
     session = pipeline.Session.open(settings)
     with pytest.raises(UnknownMarketError):
         pipeline.train(settings, "NOWHERE", ModelSpec.of("naive"), session=session)
