@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 from concurrent.futures import as_completed
-from http import HTTPStatus
 from pathlib import Path
 
 import bentoml
