@@ -58,7 +58,7 @@ def check_feature_frame(frame: object, required: tuple[str, ...] | list[str] = (
         raise FeatureFrameError(f"delivery_start must be a tz-aware (UTC) timestamp column, got dtype {ds.dtype}",
                                 column="delivery_start")
     ds = ds.dt.tz_convert("UTC")
-    dup = pd.DataFrame({"market": frame["market"].to_numpy(), "delivery_start": ds.to_numpy()}).duplicated()
+    dup = pd.DataFrame({"market": frame["market"].to_numpy(), "delivery_start": ds.array}).duplicated()
     if dup.any():
         first = frame.loc[dup.to_numpy(), "market"].iloc[0], ds[dup.to_numpy()].iloc[0]
         raise FeatureFrameError(f"duplicated row for market {first[0]!r} delivery_start {first[1].isoformat()}")
@@ -71,7 +71,7 @@ def check_feature_frame(frame: object, required: tuple[str, ...] | list[str] = (
         c = feats[int(np.nonzero(np.isinf(values).any(axis=0))[0][0])]
         raise FeatureFrameError(f"feature {c!r} holds an infinite value", column=c)
     rest = [c for c in frame.columns if c not in _FEATURE_SET and c != "delivery_start"]
-    out = pd.concat([frame[rest].assign(delivery_start=ds.to_numpy()),
+    out = pd.concat([frame[rest].assign(delivery_start=ds.array),
                      pd.DataFrame(values, columns=feats, index=frame.index)], axis=1)
     return out[list(frame.columns)]
 
