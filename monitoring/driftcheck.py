@@ -20,29 +20,27 @@ In order, so that a bad request leaves nothing behind:
 8. add the report and the check's trend to the market's Evidently workspace project
    (:mod:`monitoring.dashboard`), which ``aurum monitor ui`` serves.
 
-See :mod:`monitoring.records` for what every check leaves behind.
+Steps 3-8 are :func:`monitoring.checkflow.record`, the same for every monitor; this module supplies the
+drift assessment, its summary sections, metric labels, report and MLflow details. See
+:mod:`monitoring.records` for what every check leaves behind.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
 from features import featurestore
 from features.errors import MonitoringDataError
-from features.lake import MONITORING_METRICS_TABLE, Lake
+from features.lake import Lake
 from features.marketdata import MarketData
 from features.markets import Market
 from features.settings import AurumSettings
-from models import mlflow_model as ml
-from monitoring import alerts, dashboard, metricstore, records
-from monitoring.alerts import Alert, Delivery, RuleOutcome, State
+from monitoring import alerts, checkflow
 from monitoring.champion import Champion, champion
 from monitoring.drift import DAY, DriftAssessment, assess
 from monitoring.reference import Reference
@@ -52,43 +50,23 @@ MONITOR = "drift"
 
 
 @dataclass
-class DriftCheck:
+class DriftCheck(checkflow.Check):
     """The outcome of one drift check."""
 
-    run_id: str
-    market: str
-    champion: Champion
-    window_start: dt.date
-    window_end: dt.date  # exclusive
-    computed_at: dt.datetime
     assessment: DriftAssessment
-    outcomes: list[RuleOutcome]
-    state: State
-    previous: State | None
-    alert: Alert | None
-    delivery: Delivery | None
-    report_html: Path
-    summary_json: Path
-    mlflow_run_id: str | None
-    summary: dict
-
-    @property
-    def exit_code(self) -> int:
-        return alerts.EXIT_CODES[self.state]
 
 
+@dataclass(eq=False)
 class DriftMonitor:
     """One market's champion, its reference, and the stores a drift check reads; open once, check many windows."""
 
-    def __init__(self, settings: AurumSettings, market: Market, champion: Champion, reference: Reference,
-                 lake: Lake, store, model: ChampionModel):
-        self.settings = settings
-        self.market = market
-        self.champion = champion
-        self.reference = reference
-        self.lake = lake
-        self.store = store
-        self.model = model
+    settings: AurumSettings
+    market: Market
+    champion: Champion
+    reference: Reference
+    lake: Lake
+    store: object  # the Feast feature store (features.featurestore.open_store)
+    model: ChampionModel
 
     @classmethod
     def open(cls, settings: AurumSettings, market: str, *, progress: Callable[[str], None] | None = None
@@ -136,143 +114,78 @@ class DriftMonitor:
               progress: Callable[[str], None] | None = None) -> DriftCheck:
         """Run one drift check of the local days ``[end - days, end)`` (see the module docstring)."""
         say = progress or (lambda msg: None)
-        settings, code = self.settings, self.market.code
-        url = webhook_url or settings.monitoring.webhook_url
-        if url:
-            alerts.check_webhook_url(url)
+        url = checkflow.webhook(self.settings, webhook_url)
         end = end or self.default_end()
         start = end - dt.timedelta(days=days)
         champ = self.champion
-        say(f"features of {code} {start} .. {end - dt.timedelta(days=1)} through {champ.lineage.feature_service}, "
-            f"and {champ.model_name} v{champ.version}'s forecasts")
+        say(f"features of {self.market.code} {start} .. {end - dt.timedelta(days=1)} through "
+            f"{champ.lineage.feature_service}, and {champ.model_name} v{champ.version}'s forecasts")
         assessment = self.assess(self.frame(start, end), start, end)
-        outcomes = alerts.evaluate(alerts.rules_for(settings, code, MONITOR), assessment.metrics())
-        state = alerts.overall(outcomes)
-        last = metricstore.last_state(self.lake, code, MONITOR)
-        previous = State.parse(last["state"]) if last is not None else None
-        run_id = uuid.uuid4().hex[:16]
-        computed_at = dt.datetime.now(dt.timezone.utc)
-        html, summary_path = records.report_paths(settings, code, MONITOR, start, end, run_id)
+        return checkflow.record(self.settings, self.lake, self.market, champ, MONITOR, start, end,
+                                self.findings(assessment, start, end), url=url, say=say, result=DriftCheck)
 
-        say("Evidently report")
-        from monitoring import evidently_adapter  # seconds to import: only when a report is made
-
-        drift_share_alert = alerts.levels_for(settings, code).drift_share_alert
-        window_end = pd.Timestamp(end).tz_localize(self.market.timezone).tz_convert("UTC").tz_localize(None)
-        report = evidently_adapter.drift_report(
-            assessment, drift_share=drift_share_alert, timestamp=window_end.to_pydatetime(), tags=[MONITOR],
-            metadata={"run_id": run_id, "market": code, "model_version": champ.version,
-                      "window": f"{start}..{end - dt.timedelta(days=1)}"})
-        report.save_html(html)
-        ev_scores = report.scores()
-        engine = {c.column: c.score for c in (*assessment.columns, assessment.prediction) if c is not None}
-        agrees = all(abs(ev_scores[k] - v) <= 1e-9 * max(1.0, abs(v)) for k, v in engine.items() if k in ev_scores)
-
-        alert = delivery = None
-        if alerts.changed(previous, state):
-            alert = Alert(code, MONITOR, self.champion.model_name, self.champion.version, previous, state, run_id,
-                          start, end, computed_at, outcomes, {"report": str(html), "summary": str(summary_path)})
-            if url:
-                delivery = alerts.deliver(alert, url, settings.monitoring.webhook_timeout_s)
-        summary = self._summary(run_id, start, end, computed_at, assessment, outcomes, state, previous, alert,
-                                delivery, html, report.drifted(), agrees)
-        records.write_json(summary_path, summary)
-        rows = self._rows(run_id, start, end, computed_at, assessment, outcomes, state, alert, delivery)
-        metricstore.append(self.lake, rows)
-        mlflow_run_id = self._log_mlflow(run_id, start, end, assessment, state, html, summary_path)
-        summary["mlflow"]["run_id"] = mlflow_run_id
-        say("Evidently workspace")
-        summary["workspace"] = {"path": dashboard.workspace_dir(settings), "project_id": dashboard.record_check(
-            settings, code, rows, report, f"drift {start}..{end - dt.timedelta(days=1)} ({run_id})")}
-        records.write_json(summary_path, summary)
-        return DriftCheck(run_id, code, self.champion, start, end, computed_at, assessment, outcomes, state, previous,
-                          alert, delivery, html, summary_path, mlflow_run_id, summary)
-
-    # ---------------------------------------------------------------- records
-
-    def _summary(self, run_id, start, end, computed_at, a: DriftAssessment, outcomes, state, previous, alert,
-                 delivery, html, evidently_drifted, agrees) -> dict:
+    def findings(self, a: DriftAssessment, start: dt.date, end: dt.date) -> checkflow.Findings:
+        """What a drift check records beyond what every check does: the summary's sections (reference, method,
+        every feature's score), the feature rows' ``ok``/``drift`` labels, the report and its MLflow details."""
         ms = self.settings.monitoring
+        metrics = a.metrics()
+        drift_share_alert = alerts.levels_for(self.settings, self.market.code).drift_share_alert
+
+        def report(**place):
+            from monitoring import evidently_adapter  # seconds to import: only when a report is made
+
+            return evidently_adapter.drift_report(a, drift_share=drift_share_alert, **place)
+
+        def evidently(report) -> dict:
+            ev_scores = report.scores()
+            engine = {c.column: c.score for c in (*a.columns, a.prediction) if c is not None}
+            agrees = all(abs(ev_scores[k] - v) <= 1e-9 * max(1.0, abs(v)) for k, v in engine.items()
+                         if k in ev_scores)
+            return {"drifted_features": report.drifted(), "agrees_with_engine": agrees}
+
         def column(c):
             return {"column": c.column, "role": c.role, "score": c.score, "threshold": c.threshold,
                     "scale": c.scale, "drifted": c.drifted}
 
-        return records.clean({
-            "run_id": run_id, "monitor": MONITOR, "market": self.market.code, "computed_at": computed_at.isoformat(),
-            "model": {"name": self.champion.model_name, "version": self.champion.version,
-                      "uri": self.champion.model_uri, "training_run_id": self.champion.lineage.run_id},
-            "window": {"start": start, "end_exclusive": end, "last_day": end - dt.timedelta(days=1),
-                       "days": (end - start).days, "days_with_data": a.window_days, "rows": a.window_rows,
-                       "rows_scored": len(a.current)},
-            "reference": {**self.reference.summary(), "matched_days": a.reference_days,
-                          "matched_rows_scored": len(a.reference), "season_gap_days": a.season_gap_days,
-                          "window_days_inside_reference": self._overlap(start, end)},
-            "method": {"numerical": "Wasserstein distance / whole-reference std, against the reference days within "
-                                    f"{ms.season_half_width_days} calendar days of the window's days",
-                       "categorical": "total variation distance of category shares",
-                       "thresholds": f"{ms.threshold_margin} x the largest week-to-season score of the reference",
-                       "calendar_features": "not tested: the seasonal matching holds them equal"},
-            "features": [column(c) for c in a.columns],
-            "prediction": column(a.prediction) if a.prediction is not None else None,
-            "metrics": a.metrics(),
-            "rules": [o.as_dict() for o in outcomes],
-            "state": state.label, "previous_state": previous.label if previous is not None else None,
-            "exit_code": alerts.EXIT_CODES[state],
-            "alert": alert.body() if alert is not None else None,
-            "delivery": vars(delivery) if delivery is not None else None,
-            "evidently": {"html": html, "drifted_features": evidently_drifted, "agrees_with_engine": agrees},
-            "table": MONITORING_METRICS_TABLE,
-            "mlflow": {"experiment": ms.experiment, "run_id": None},
-        })
+        labels = {f"drift.{c.column}": ("drift" if c.drifted else "ok") for c in a.columns}
+        if a.prediction is not None:
+            labels["prediction_drift_score"] = "drift" if a.prediction.drifted else "ok"
+        return checkflow.Findings(
+            assessment=a, metrics=metrics, rules=alerts.rules_for(self.settings, self.market.code, MONITOR),
+            report=report, evidently=evidently,
+            window={"days_with_data": a.window_days, "rows": a.window_rows, "rows_scored": len(a.current)},
+            sections={
+                "reference": {**self.reference.summary(), "matched_days": a.reference_days,
+                              "matched_rows_scored": len(a.reference), "season_gap_days": a.season_gap_days,
+                              "window_days_inside_reference": self._overlap(start, end)},
+                "method": {"numerical": "Wasserstein distance / whole-reference std, against the reference days "
+                                        f"within {ms.season_half_width_days} calendar days of the window's days",
+                           "categorical": "total variation distance of category shares",
+                           "thresholds": f"{ms.threshold_margin} x the largest week-to-season score of the "
+                                         "reference",
+                           "calendar_features": "not tested: the seasonal matching holds them equal"},
+                "features": [column(c) for c in a.columns],
+                "prediction": column(a.prediction) if a.prediction is not None else None,
+                "metrics": metrics},
+            labels=labels,
+            mlflow_params={"reference_first_day": self.reference.first_day,
+                           "reference_last_day": self.reference.last_day,
+                           "season_half_width_days": ms.season_half_width_days,
+                           "threshold_margin": ms.threshold_margin},
+            mlflow_metrics=metrics,
+            version_tags={"drift_share": f"{metrics['drift_share']:.4f}",
+                          "prediction_drift": f"{metrics.get('prediction_drift', math.nan):.4f}"})
 
     def _overlap(self, start: dt.date, end: dt.date) -> int:
         """Days of the window the champion was trained on (compared with themselves, they look undrifted)."""
         first, last = self.reference.first_day, self.reference.last_day
         return max(0, (min(end - dt.timedelta(days=1), last) - max(start, first)).days + 1)
 
-    def _rows(self, run_id, start, end, computed_at, a: DriftAssessment, outcomes: list[RuleOutcome],
-              state: State, alert: Alert | None, delivery: Delivery | None) -> pd.DataFrame:
-        drifted = {f"drift.{c.column}": ("drift" if c.drifted else "ok") for c in a.columns}
-        if a.prediction is not None:
-            drifted["prediction_drift_score"] = "drift" if a.prediction.drifted else "ok"
-        return records.metric_rows(
-            run_id=run_id, market=self.market.code, timezone=self.market.timezone,
-            model_name=self.champion.model_name, model_version=self.champion.version, monitor=MONITOR, start=start,
-            end=end, computed_at=computed_at, metrics=a.metrics(), outcomes=outcomes, state=state, alert=alert,
-            delivery=delivery, labels=drifted)
-
-    def _log_mlflow(self, run_id, start, end, a: DriftAssessment, state: State, html: Path, summary: Path) -> str:
-        settings, champ = self.settings, self.champion
-        ml.configure(settings.mlflow_tracking_uri())  # this market's store, whatever the process opened since
-        experiment = ml.experiment(settings.monitoring.experiment, settings.mlflow_artifact_root())
-        last = end - dt.timedelta(days=1)
-        tags = {"monitor": MONITOR, "market": self.market.code, "model_name": champ.model_name,
-                "model_version": champ.version, "window_start": str(start), "window_last_day": str(last),
-                "state": state.label, "aurum_run_id": run_id, "training_run_id": champ.lineage.run_id}
-        # nested: a child of `aurum monitor run`'s run when one is active, a run of its own otherwise
-        with ml.run(experiment, f"drift {self.market.code} {start}..{last}", tags=tags, nested=True) as mlflow_run_id:
-            ml.log_params({"window_days": (end - start).days, "reference_first_day": self.reference.first_day,
-                           "reference_last_day": self.reference.last_day,
-                           "season_half_width_days": settings.monitoring.season_half_width_days,
-                           "threshold_margin": settings.monitoring.threshold_margin})
-            ml.log_metrics({**a.metrics(), "state": float(state)})
-            ml.log_artifact(html, "monitoring")
-            ml.log_artifact(summary, "monitoring")
-        m = a.metrics()
-        ml.set_version_tags(champ.model_name, champ.version, {
-            "monitoring.drift.state": state.label, "monitoring.drift.window": f"{start}..{last}",
-            "monitoring.drift.drift_share": f"{m['drift_share']:.4f}",
-            "monitoring.drift.prediction_drift": f"{m.get('prediction_drift', math.nan):.4f}",
-            "monitoring.drift.checked_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "monitoring.drift.run_id": run_id, "monitoring.drift.mlflow_run_id": mlflow_run_id})
-        return mlflow_run_id
-
 
 def run_drift(settings: AurumSettings, market: str, days: int, end: dt.date | None = None, *,
               webhook_url: str | None = None, progress: Callable[[str], None] | None = None) -> DriftCheck:
     """One drift check of ``market``'s champion over the local days ``[end - days, end)`` (default end: the
     day after the latest day with prices)."""
-    if webhook_url or settings.monitoring.webhook_url:
-        alerts.check_webhook_url(webhook_url or settings.monitoring.webhook_url)  # before any work
+    checkflow.webhook(settings, webhook_url)  # before any work
     return DriftMonitor.open(settings, market, progress=progress).check(days, end, webhook_url=webhook_url,
                                                                           progress=progress)

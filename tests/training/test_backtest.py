@@ -68,6 +68,21 @@ def test_backtest_forecasts_each_day_with_only_what_was_known_at_its_issue_time(
     assert overall["rmae"] == pytest.approx(1.0) and overall["mae"] > 0
 
 
+def _scrambled_after(data: dataset.TrainingData, cut: pd.Timestamp, seed: int) -> dataset.TrainingData:
+    """``data`` with everything stamped after ``cut`` replaced by noise: every target known later and the price
+    and load features issued later. A forecast issued at ``cut`` or before must not change."""
+    f = data.frame.copy()
+    late_target = pd.to_datetime(f[TARGET_KNOWN_AT], utc=True) > cut
+    late_features = pd.to_datetime(f[ISSUED_AT], utc=True) > cut
+    assert late_target.any() and late_features.any()  # there is something to scramble
+    rng = np.random.default_rng(seed)
+    f.loc[late_target, TARGET] = rng.normal(500, 200, late_target.sum())
+    for c in data.features:
+        if f[c].dtype.kind == "f" and c.startswith(("price", "load")):
+            f.loc[late_features, c] = rng.normal(300, 100, late_features.sum())
+    return dataset.TrainingData(data.market, data.service, f, data.features, data.lineage)
+
+
 def test_changing_anything_known_after_the_issue_time_leaves_the_forecast_unchanged(data):
     from models.lear import LEAR
 
@@ -77,17 +92,7 @@ def test_changing_anything_known_after_the_issue_time_leaves_the_forecast_unchan
     first_day = before[before["day"] == dt.date(2024, 3, 20)]
     issued = pd.to_datetime(first_day["issued_at"], utc=True).min()
     # Everything stamped after the issue time of 20 March is scrambled: targets and features.
-    f = data.frame.copy()
-    late_target = pd.to_datetime(f[TARGET_KNOWN_AT], utc=True) > issued
-    late_features = pd.to_datetime(f[ISSUED_AT], utc=True) > issued
-    assert late_target.any() and late_features.any()
-    rng = np.random.default_rng(0)
-    f.loc[late_target, TARGET] = rng.normal(500, 200, late_target.sum())
-    for c in data.features:
-        if f[c].dtype.kind == "f" and c.startswith(("price", "load")):
-            f.loc[late_features, c] = rng.normal(300, 100, late_features.sum())
-    scrambled = dataset.TrainingData(data.market, data.service, f, data.features, data.lineage)
-    after = backtest.run(scrambled, make, window).forecasts
+    after = backtest.run(_scrambled_after(data, issued, seed=0), make, window).forecasts
     cols = ["q10", "q50", "q90"]
     pd.testing.assert_frame_equal(after.loc[first_day.index, cols], first_day[cols])
     # ... while the later days of the block, whose own inputs were scrambled, did change
@@ -148,16 +153,7 @@ def test_a_rolling_calibration_uses_nothing_known_after_the_issue_time(data):
     before = backtest.run(data, _conformal_lear_maker([]), window).forecasts
     day = before[before["day"] == dt.date(2024, 3, 20)]  # the first day of the third refit block
     issued = pd.to_datetime(day["issued_at"], utc=True).min()
-    f = data.frame.copy()
-    late_target = pd.to_datetime(f[TARGET_KNOWN_AT], utc=True) > issued
-    late_features = pd.to_datetime(f[ISSUED_AT], utc=True) > issued
-    rng = np.random.default_rng(1)
-    f.loc[late_target, TARGET] = rng.normal(500, 200, late_target.sum())
-    for c in data.features:
-        if f[c].dtype.kind == "f" and c.startswith(("price", "load")):
-            f.loc[late_features, c] = rng.normal(300, 100, late_features.sum())
-    scrambled = dataset.TrainingData(data.market, data.service, f, data.features, data.lineage)
-    after = backtest.run(scrambled, _conformal_lear_maker([]), window).forecasts
+    after = backtest.run(_scrambled_after(data, issued, seed=1), _conformal_lear_maker([]), window).forecasts
     cols = ["q10", "q50", "q90"]
     pd.testing.assert_frame_equal(after.loc[day.index, cols], day[cols])
     later = after["day"] > dt.date(2024, 3, 20)
@@ -201,17 +197,7 @@ def test_a_recalibrating_model_forecasts_day_by_day_with_what_each_issue_time_kn
     assert not np.allclose(before.loc[~first, "q50"], weekly.loc[~first, "q50"])
     # scramble everything stamped after the issue time of 16 March (the fourth day of the block)
     day = before[before["day"] == dt.date(2024, 3, 16)]
-    cut = issued[day.index].min()
-    f = data.frame.copy()
-    late_target = pd.to_datetime(f[TARGET_KNOWN_AT], utc=True) > cut
-    late_features = pd.to_datetime(f[ISSUED_AT], utc=True) > cut
-    rng = np.random.default_rng(2)
-    f.loc[late_target, TARGET] = rng.normal(500, 200, late_target.sum())
-    for c in data.features:
-        if f[c].dtype.kind == "f" and c.startswith(("price", "load")):
-            f.loc[late_features, c] = rng.normal(300, 100, late_features.sum())
-    scrambled = dataset.TrainingData(data.market, data.service, f, data.features, data.lineage)
-    after = backtest.run(scrambled, make, window).forecasts
+    after = backtest.run(_scrambled_after(data, issued[day.index].min(), seed=2), make, window).forecasts
     upto = before["day"] <= dt.date(2024, 3, 16)
     pd.testing.assert_frame_equal(after.loc[upto, ["q10", "q50", "q90"]], before.loc[upto, ["q10", "q50", "q90"]])
     assert not np.allclose(after.loc[~upto, "q50"], before.loc[~upto, "q50"])
