@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         key = bench_key(home)
         base = {"AURUM_SERVING__ARCHIVE": os.environ.get("BENCH_ARCHIVE", "true")}
         results = [run_variant(home, key, "forecast cache on (default)", base, args),
-                   run_variant(home, key, "forecast cache off", {**base, "AURUM_SERVING__CACHE_SIZE": "0"}, args)]
+                   run_variant(home, key, "caches off", {**base, "AURUM_SERVING__CACHE_SIZE": "0", "AURUM_SERVING__ONLINE_CACHE": "0"}, args)]
     head = header_lines(PACKAGES)
     rows = table(results, args.clients)
     print("\n".join(["", *head, "", *rows]))

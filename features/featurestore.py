@@ -235,7 +235,8 @@ class OnlineFeatures:
     ``tests/features/test_featurestore*.py`` check both paths give Feast's own answer.
     """
 
-    def __init__(self, store: FeatureStore, service: str, features: list[str] | None = None, *, direct: bool = True):
+    def __init__(self, store: FeatureStore, service: str, features: list[str] | None = None, *, direct: bool = True,
+                 cache: int = 0):
         self.store = store
         self.service = service
         offered = service_features(store, service)
@@ -248,7 +249,7 @@ class OnlineFeatures:
         self.ttl = min(ttls) if ttls else None
         kinds = {(v.name, f.name): str(f.dtype) for v in views for f in v.features}
         self.kinds = [kinds[tuple(r.split(":", 1))] for r in self.refs]
-        self.rows = (direct and _direct_rows(store, views, self.refs)) or _FeastRows(store, self.refs)
+        self.rows = (direct and _direct_rows(store, views, self.refs, cache)) or _FeastRows(store, self.refs)
 
     def vectors(self, market: str, delivery_day: dt.date, timezone: str, *, gate_closure: dt.time = dt.time(12, 0),
                 now: pd.Timestamp | None = None) -> DayVectors:
@@ -351,14 +352,15 @@ class _FeastRows:
         return values, np.where(np.isnan(values), np.nan, stamps)
 
 
-def _direct_rows(store: FeatureStore, views: list[FeatureView], refs: list[str]):
-    """A direct reader for the SQLite or Redis online store, or None for any other store."""
+def _direct_rows(store: FeatureStore, views: list[FeatureView], refs: list[str], cache: int = 0):
+    """A direct reader for the SQLite or Redis online store, or None for any other store; ``cache`` days
+    of SQLite rows are kept until the store changes (see :class:`_SqliteRows`)."""
     from feast.infra.online_stores.redis import RedisOnlineStore
     from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
     online = store._get_provider().online_store
     if type(online) is SqliteOnlineStore:
-        return _SqliteRows(store, online, views, refs)
+        return _SqliteRows(store, online, views, refs, cache=cache)
     if type(online) is RedisOnlineStore:
         return _RedisRows(store, online, views, refs)
     return None
@@ -445,24 +447,48 @@ _DOUBLE = struct.Struct("<d")
 
 
 class _SqliteRows(_KeyedRows):
-    """Reads Feast's SQLite online tables (one row per entity key and feature) in one query per lookup."""
+    """Reads Feast's SQLite online tables (one row per entity key and feature) in one query per lookup.
 
-    def __init__(self, store: FeatureStore, online, views: list[FeatureView], refs: list[str]):
+    With ``cache`` > 0, the last ``cache`` lookups of each thread are kept and answered again only while
+    the database is unchanged: SQLite's ``PRAGMA data_version`` changes whenever another connection
+    (a materialization, in any process) commits, and a change drops them all. An answer therefore
+    always equals a fresh read of the store; what is saved is parsing ~600 rows per lookup.
+    """
+
+    def __init__(self, store: FeatureStore, online, views: list[FeatureView], refs: list[str], *, cache: int = 0):
         from feast.infra.online_stores.sqlite import _table_id
 
         super().__init__(store, views, refs)
         self.path = online._get_db_path(self.config)
         versioned = self.config.registry.enable_online_feature_view_versioning
         self.tables = [_table_id(self.config.project, v, versioned) for v in self.views]
-        self._local = threading.local()  # one connection per thread; no type converters: raw epoch ints
+        self.cache = cache
+        self._local = threading.local()  # one connection (and cache) per thread; no type converters: raw epoch ints
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = sqlite3.connect(self.path, check_same_thread=True)
+            self._local.version, self._local.kept = None, {}
         return conn
 
     def read(self, market: str, hours: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+        if not self.cache:
+            return self._read(market, hours)
+        conn, local = self._connection(), self._local
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != local.version:
+            local.version, local.kept = version, {}
+        key = (market, hours[0].value, len(hours))
+        hit = local.kept.get(key)
+        if hit is None:
+            hit = self._read(market, hours)
+            if len(local.kept) >= self.cache:
+                local.kept.pop(next(iter(local.kept)))  # the oldest lookup goes first
+            local.kept[key] = hit
+        return hit[0].copy(), hit[1].copy()
+
+    def _read(self, market: str, hours: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
         keys = self.keys(market, hours)
         values, stamps = self.empty(len(keys))
         index = {k: i for i, k in enumerate(keys)}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import logging
 import queue
 import threading
@@ -39,6 +40,7 @@ from features.transforms.price_lags import PriceLagsAdder
 from models.featureframe import CALENDAR_FEATURES, FEATURE_SERVICE
 from models.forecaster import quantile_column
 from models.naive import WeeklyNaive
+from serving import archiver
 from serving.champions import CHALLENGER, CHAMPION, ModelBook, ServedModel
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,8 @@ class DayForecast:
     changes: list = field(default_factory=list)
     cached: bool = False
     requested: tuple[float, ...] = ()  # the levels asked for; ``quantiles`` adds the median when missing
+    starts: list[str] | None = None  # delivery_start as ISO strings (made once per market and day)
+    renders: dict | None = field(default=None, repr=False)  # the hours' JSON by requested levels, shared by a cache entry
 
     def columns(self) -> list[str]:
         return [quantile_column(q) for q in self.requested or self.quantiles]
@@ -83,12 +87,29 @@ class DayForecast:
             return self.values
         return self.values[:, [self.quantiles.index(q) for q in self.requested]]
 
+    def hours(self) -> list[dict]:
+        """The per-hour part of the response body."""
+        cols = self.columns()
+        starts = self.starts or [t.isoformat() for t in self.delivery_start]
+        return [{"delivery_start": s, "local_hour": int(h), "values": dict(zip(cols, row))}
+                for s, h, row in zip(starts, self.local_hour.tolist(), self.shown().tolist())]
+
     def to_api(self, request_id: str) -> dict:
         """The JSON-ready response body (``serving.api.ForecastResponse``)."""
-        cols = self.columns()
-        starts = [t.isoformat() for t in self.delivery_start]
-        hours = [{"delivery_start": s, "local_hour": int(h), "values": dict(zip(cols, row))}
-                 for s, h, row in zip(starts, self.local_hour, self.shown().tolist())]
+        return {**self._head(request_id), "hours": self.hours()}
+
+    def to_json(self, request_id: str) -> bytes:
+        """``to_api`` rendered as JSON; the hours of a cached forecast are rendered once per requested levels."""
+        head = json.dumps(self._head(request_id), separators=(",", ":"))
+        if self.renders is None:
+            hours = json.dumps(self.hours(), separators=(",", ":"))
+        else:
+            hours = self.renders.get(self.requested)
+            if hours is None:
+                hours = self.renders[self.requested] = json.dumps(self.hours(), separators=(",", ":"))
+        return f'{head[:-1]},"hours":{hours}}}'.encode()
+
+    def _head(self, request_id: str) -> dict:
         return {
             "request_id": request_id, "market": self.market, "delivery_day": self.delivery_day.isoformat(),
             "timezone": self.timezone, "issued_at": self.issued_at.isoformat(), "quality": self.quality,
@@ -99,17 +120,19 @@ class DayForecast:
                          "known_at": self.known_at.isoformat() if self.known_at is not None else None,
                          "max_age_seconds": self.max_age_s, "stale_hours": self.stale_hours,
                          "missing_inputs": self.missing_inputs},
-            "scenario": self.scenario, "hours": hours,
+            "scenario": self.scenario,
         }
 
 
 class ArchiveFeed:
-    """Forecasts on their way to the Iceberg ``forecasts`` table: enqueued by requests, expanded to
-    one row per delivery hour and appended by a background thread (``serving.archive``)."""
+    """Forecasts on their way to the Iceberg ``forecasts`` table: enqueued by requests (a tuple on a queue),
+    turned into compact records and sent to the archiver by a background thread every ``interval``
+    seconds (``serving.archiver``: a child process in the service, or in this process)."""
 
-    def __init__(self, archive, interval: float = 0.5):
-        self.archive, self.interval = archive, interval
+    def __init__(self, sink, interval: float = 0.25, max_queued: int = 100_000):
+        self.sink, self.interval, self.max_queued = sink, interval, max_queued
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.dropped = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="archive-feed", daemon=True)
         self._thread.start()
@@ -125,49 +148,41 @@ class ArchiveFeed:
                 items.append(self.queue.get_nowait())
             except queue.Empty:
                 break
+        if len(items) > self.max_queued:  # the archiver has refused batches for a long while: bounded memory
+            self.dropped += len(items) - self.max_queued
+            log.error("forecast archive: %d forecasts dropped, the archiver is not taking them",
+                      len(items) - self.max_queued)
+            items = items[-self.max_queued:]
         if items:
-            self.archive.append(_rows(items))
+            records = [_record(*item) for item in items]
+            try:
+                self.sink.write(records)
+            except Exception:
+                for item in items:  # kept for the next round
+                    self.queue.put(item)
+                raise
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 self._drain()
-            except Exception:  # the archive must never take the service down; the rows stay queued upstream
+            except Exception:  # the archive must never take the service down; the rows stay queued
                 log.exception("archiving forecasts failed")
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
         self._drain()
-        self.archive.close()
+        self.sink.close()
 
 
-def _rows(items: list[tuple]) -> pd.DataFrame:
-    """One archive frame (a row per delivery hour) of many queued forecasts, built column by column."""
-    cols: dict[str, list] = {c: [] for c in (
-        "request_id", "batch_id", "source", "tenant", "market", "delivery_day", "delivery_start", "issued_at",
-        "served_at", "levels", "values", "forecast", "model_name", "model_version", "model_alias", "shadow",
-        "scenario", "feature_service", "feature_snapshot", "feature_known_at", "quality", "quality_reason")}
-    for f, request_id, tenant, source, shadow, batch_id, served_at in items:
-        n = len(f.delivery_start)
-        levels = list(f.quantiles)
-        median = f.values[:, levels.index(0.5)]
-        per_forecast = {"request_id": request_id, "batch_id": batch_id, "source": source, "tenant": tenant,
-                        "market": f.market, "delivery_day": f.delivery_day, "issued_at": f.issued_at,
-                        "served_at": served_at, "levels": levels, "model_name": f.model_name,
-                        "model_version": f.model_version, "model_alias": f.model_alias, "shadow": shadow,
-                        "scenario": f.scenario, "feature_service": f.feature_service,
-                        "feature_snapshot": f.snapshots.get("price_features"), "feature_known_at": f.known_at,
-                        "quality": f.quality, "quality_reason": f.quality_reason}
-        for c, v in per_forecast.items():
-            cols[c].extend([v] * n)
-        cols["delivery_start"].append(f.delivery_start.as_unit("us").asi8)
-        cols["values"].extend(f.values.tolist())
-        cols["forecast"].extend(median.tolist())
-    starts = np.concatenate(cols.pop("delivery_start"))
-    frame = pd.DataFrame(cols)
-    frame.insert(6, "delivery_start", pd.DatetimeIndex(starts.view("M8[us]")).tz_localize("UTC"))
-    return frame
+def _record(f: DayForecast, request_id: str, tenant: str, source: str, shadow: bool, batch_id: str | None,
+            served_at: pd.Timestamp) -> tuple:
+    """One forecast as an archiver record (``serving.archiver.record``)."""
+    scalars = (request_id, batch_id, source, tenant, f.market, f.delivery_day, f.issued_at, served_at,
+               f.quantiles, f.model_name, f.model_version, f.model_alias, shadow, f.scenario, f.feature_service,
+               f.snapshots.get("price_features"), f.known_at, f.quality, f.quality_reason)
+    return archiver.record(scalars, f.delivery_start.as_unit("us").asi8, f.values)
 
 
 class ForecastRuntime:
@@ -187,10 +202,12 @@ class ForecastRuntime:
 
     @classmethod
     def open(cls, settings: AurumSettings, *, markets: list[str] | None = None, bundle: Path | None = None,
-             archive: bool | None = None) -> ForecastRuntime:
+             archive: bool | None = None, archive_process: bool = False) -> ForecastRuntime:
+        """Everything for ``markets`` (default: every market with a champion); ``archive_process`` archives
+        through a child process (the service) rather than a thread of this one."""
         lake = Lake.open(settings)
         store = featurestore.open_store(settings)
-        online = featurestore.OnlineFeatures(store, FEATURE_SERVICE)
+        online = featurestore.OnlineFeatures(store, FEATURE_SERVICE, cache=settings.serving.online_cache)
         registry = MarketData(lake).registry()
         wanted = list(markets or settings.serving.markets or registry.codes())
         for m in wanted:
@@ -204,9 +221,13 @@ class ForecastRuntime:
             book.states = {m: book.states[m] for m in book.markets}
         feed = None
         if settings.serving.archive if archive is None else archive:
-            from serving.archive import ForecastArchive
+            from serving.archive import ForecastArchive, ensure_forecasts_table
 
-            feed = ArchiveFeed(ForecastArchive(lake))
+            if archive_process:
+                ensure_forecasts_table(lake)  # readers find the table from the start, not once the child is up
+                feed = ArchiveFeed(archiver.ArchiverProcess())
+            else:
+                feed = ArchiveFeed(archiver.InProcessArchiver(ForecastArchive(lake)))
         return cls(settings, lake, online, book, feed)
 
     # ------------------------------------------------------------------ state
@@ -264,6 +285,7 @@ class ForecastRuntime:
         quantiles = tuple(sorted({*quantiles, 0.5}))  # the median always: the archive's point forecast
         vec = self.online.vectors(code, day, market.timezone, gate_closure=market.gate_closure)
         values, local_hour = self._with_calendar(market, day, vec)
+        starts = self._calendar_of(market, day)["starts"]
         inputs = [vec.names.index(c) for c in served.inputs]
         x = values[:, inputs]
         missing = np.isnan(x)
@@ -276,6 +298,7 @@ class ForecastRuntime:
         known = np.nanmax(vec.known_at) if np.isfinite(vec.known_at).any() else None
         common = dict(market=code, delivery_day=day, timezone=market.timezone, issued_at=_issue(market, day),
                       delivery_start=vec.delivery_start, local_hour=local_hour, quantiles=quantiles, requested=requested,
+                      starts=starts,
                       known_at=pd.Timestamp(known, unit="s", tz="UTC") if known is not None else None,
                       max_age_s=float(np.nanmax(age)) if np.isfinite(age).any() else None,
                       stale_hours=int(stale.sum()), missing_inputs=int(missing.sum()), snapshots=self.snapshots)
@@ -292,20 +315,21 @@ class ForecastRuntime:
             full, changes = apply_vectors(scenario, vec.names, values, local_hour)
             x = full[:, inputs]
         key = (day.toordinal(), quantiles, x.tobytes())
-        out = served.cached(key)
-        cached = out is not None
-        if out is None:
+        entry = served.cached(key)
+        cached = entry is not None
+        if entry is None:
             frame = pd.DataFrame(x, columns=list(served.inputs))
             frame.insert(0, "delivery_start", vec.delivery_start)
             frame.insert(0, "market", code)
             if "hour" not in frame.columns:
                 frame["hour"] = local_hour.astype(float)
             out = served.forecaster.predict(frame, quantiles)[[quantile_column(q) for q in quantiles]].to_numpy()
-            served.remember(key, out)
-        return DayForecast(**common, values=out, model_name=served.name, model_version=served.version,
+            entry = (out, {})  # the values and their rendered JSON (filled by DayForecast.to_json)
+            served.remember(key, entry)
+        return DayForecast(**common, values=entry[0], model_name=served.name, model_version=served.version,
                            model_alias=served.alias, feature_service=served.feature_service, quality="ok",
                            quality_reason=None, scenario=getattr(scenario, "name", None), changes=changes,
-                           cached=cached)
+                           cached=cached, renders=entry[1])
 
     def _check_quantiles(self, served: ServedModel, quantiles: tuple[float, ...]) -> None:
         """A calibrated (conformal) model gives exactly its levels; others any level inside their fitted range."""
@@ -327,15 +351,17 @@ class ForecastRuntime:
         cal = self._calendar_of(market, day)
         values = vec.values.copy()
         for name, column in cal.items():
-            if name in vec.names:
+            if name in vec.names and name != "starts":
                 values[:, vec.names.index(name)] = column
         return values, cal["hour"].astype(np.int64)
 
     @functools.lru_cache(maxsize=2048)  # noqa: B019 - one runtime per process; the calendar never changes
-    def _calendar_of(self, market: Market, day: dt.date) -> dict[str, np.ndarray]:
+    def _calendar_of(self, market: Market, day: dt.date) -> dict[str, np.ndarray | list[str]]:
+        """The day's calendar features, computed by the training transform, and its hours as ISO strings."""
         hours, _ = featurestore._day_hours(day, market.timezone, market.gate_closure)
         frame = self._calendar.transform(pd.Series(hours), market)
-        return {c: frame[c].to_numpy(dtype=float) for c in CALENDAR_FEATURES}
+        return {**{c: frame[c].to_numpy(dtype=float) for c in CALENDAR_FEATURES},
+                "starts": [t.isoformat() for t in hours]}
 
     def _baseline(self, market: Market, day: dt.date, quantiles: tuple[float, ...], common: dict,
                   reason: str) -> DayForecast:

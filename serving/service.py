@@ -149,7 +149,7 @@ class ForecastService:
         self.settings = AurumSettings()
         from serving.runtime import ForecastRuntime
 
-        self.runtime = ForecastRuntime.open(self.settings, bundle=bundled_champions())
+        self.runtime = ForecastRuntime.open(self.settings, bundle=bundled_champions(), archive_process=True)
         self.key_store = self.scenario_store = None
         if self.settings.serving.auth:
             from serving.keys import KeyStore
@@ -224,11 +224,13 @@ class ForecastService:
         return principal
 
     def _respond(self, ctx: bentoml.Context, endpoint: str, work, version_of=lambda body: "-") -> Response:
-        """Run ``work`` (returning a JSON-ready body); map errors to statuses; record metrics."""
+        """Run ``work`` (returning a JSON-ready body, or one rendered already as bytes); map errors to statuses;
+        record metrics."""
         start = time.perf_counter()
         try:
             body = work()
-            status, response = 200, JSONResponse(body)
+            status = 200
+            response = Response(body, media_type="application/json") if isinstance(body, bytes) else JSONResponse(body)
             version = version_of(body)
         except Exception as exc:  # mapped below; anything unknown is re-raised by _api_error (a real 5xx)
             try:
@@ -254,17 +256,20 @@ class ForecastService:
     async def forecast(self, market: str, delivery_day: dt.date | None, quantiles: list[float],
                        ctx: bentoml.Context) -> api.ForecastResponse:
         """One market's day-ahead forecast: every delivery hour (23/24/25 on DST days) with its quantiles."""
+        served = []
+
         def work():
             who = self._principal(ctx, [market])
             rid = uuid.uuid4().hex
             f = self.runtime.forecast(market, delivery_day, tuple(quantiles))
+            served.append(f.model_version)
             self._observe(f)
             self.runtime.archive(f, request_id=rid, tenant=who.tenant, source="api")
             if f.quality == "ok":
                 self.runtime.shadow(market, f.delivery_day, tuple(quantiles), request_id=rid, tenant=who.tenant)
-            return f.to_api(rid)
+            return f.to_json(rid)
 
-        return self._respond(ctx, "forecast", work, lambda b: b["model"]["version"])
+        return self._respond(ctx, "forecast", work, lambda body: served[0])
 
     @bentoml.api(route="/v1/forecast/batch", input_spec=api.BatchRequest)
     def forecast_batch(self, items: list[api.DayRef], quantiles: list[float], ctx: bentoml.Context) -> api.BatchResponse:

@@ -19,6 +19,7 @@ from features.lake import Lake, between
 from features.marketdata import MarketData
 from features.settings import AurumSettings
 from features.sources import SourceMapping
+from features.transforms.price_lags import PriceLagsAdder
 
 SERVICE = "day_ahead_v1"
 TZ = "Europe/Berlin"
@@ -194,6 +195,35 @@ def test_the_direct_online_reader_answers_exactly_as_feast_does(env):
             pd.testing.assert_frame_equal(direct.day(m, day, TZ, now=now), feast.day(m, day, TZ, now=now))
     nothing = direct.day("NOWHERE", dt.date(2024, 6, 12), TZ)
     assert nothing["stale"].all() and (nothing["missing_features"] == 4).all() and nothing["known_at"].isna().all()
+
+
+def test_the_cached_direct_reader_rereads_as_soon_as_the_online_store_changes(own_env, monkeypatch):
+    settings, lake, market, store = own_env
+    featurestore.materialize(store, dt.datetime(2024, 8, 1, tzinfo=dt.timezone.utc),
+                             dt.datetime(2024, 9, 2, tzinfo=dt.timezone.utc))
+    cached = featurestore.OnlineFeatures(store, SERVICE, cache=4)
+    feast = featurestore.OnlineFeatures(store, SERVICE, direct=False)
+    reads = []
+    real_read = type(cached.rows)._read
+    monkeypatch.setattr(type(cached.rows), "_read", lambda self, *a: reads.append(a) or real_read(self, *a))
+    day, now = dt.date(2024, 8, 20), pd.Timestamp("2024-12-01", tz="UTC")
+    first = cached.day("SYN_NORTH", day, TZ, now=now)
+    again = cached.day("SYN_NORTH", day, TZ, now=now)
+    pd.testing.assert_frame_equal(first, again)
+    assert len(reads) == 1  # the unchanged store answered from the cache
+    again.loc[0, "price_lag_P1D"] = -1.0  # callers get copies: changing one does not change the next answer
+    assert cached.day("SYN_NORTH", day, TZ, now=now).loc[0, "price_lag_P1D"] == first.loc[0, "price_lag_P1D"]
+    # another connection writes one hour's price features: the next lookup sees it, exactly as Feast does
+    row = feast.day("SYN_NORTH", day, TZ, now=now).iloc[[5]]
+    names = PriceLagsAdder().feature_names
+    changed = row[["market", "delivery_start", "known_at", *names]].assign(price_lag_P1D=1234.5, computed_at=now)
+    store.write_to_online_store("price_features", changed)
+    after = cached.day("SYN_NORTH", day, TZ, now=now)
+    assert len(reads) == 2 and after.loc[5, "price_lag_P1D"] == 1234.5
+    pd.testing.assert_frame_equal(after, feast.day("SYN_NORTH", day, TZ, now=now))
+    for d in range(6):  # bounded: the oldest lookups make room
+        cached.day("SYN_NORTH", day + dt.timedelta(days=d), TZ, now=now)
+    assert len(cached.rows._local.kept) == 4
 
 
 def test_unknown_feature_service_or_bad_entity_rows_are_clear_errors(env):
