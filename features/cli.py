@@ -207,11 +207,17 @@ def features_compute(
 def features_apply() -> None:
     """Register the feature repo (entities, sources, feature views, services) in the profile's registry."""
     from features import featurestore
+    from features.lake import Lake
+    from features.marketdata import MarketData
     from features.settings import AurumSettings
 
-    store = featurestore.apply(AurumSettings())
+    settings = AurumSettings()
+    store = featurestore.apply(settings)
     services = sorted(s.name for s in store.list_feature_services())
     typer.echo(f"feature services: {', '.join(services)}")
+    markets = MarketData(Lake.open(settings)).registry().codes()
+    for service in services:  # lets a forecast service start without importing Feast (features.online)
+        featurestore.save_online_plan(settings, featurestore.OnlineFeatures(store, service), markets)
 
 
 @features_app.command("plan")

@@ -73,6 +73,10 @@ class FeatureFrameError(AurumError, ValueError):
         super().__init__(message)
 
 
+class FeatureStoreError(AurumError, ValueError):
+    """A feature-store request that cannot be answered as asked."""
+
+
 class QuantileError(AurumError, ValueError):
     """Requested quantile levels that are not distinct numbers strictly inside (0, 1), or not available."""
 

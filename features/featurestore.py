@@ -19,14 +19,10 @@ import datetime as dt
 import functools
 import importlib.util
 import os
-import sqlite3
 import struct
 import sys
-import threading
-import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,15 +43,15 @@ from feast.infra.offline_stores.ibis import (
 )
 from pydantic import StrictStr
 
-from features.errors import AurumError
+from features import online
+from features.errors import FeatureStoreError
 from features.lake import all_of, between, one_of
+from features.online import DayVectors, OnlineReader, day_hours
 from features.settings import AurumSettings
 
 ENTITY_TIMESTAMP = "event_timestamp"
-
-
-class FeatureStoreError(AurumError, ValueError):
-    """A feature-store request that cannot be answered as asked."""
+_day_hours = day_hours  # the name callers used before the Feast-free reader moved to features.online
+__all__ = ["DayVectors", "FeatureStoreError", "OnlineFeatures", "OnlineReader"]
 
 
 def feature_repo_path() -> Path:
@@ -223,7 +219,7 @@ def training_set(
     return out
 
 
-class OnlineFeatures:
+class OnlineFeatures(OnlineReader):
     """Online lookups of one feature service, with the registry read once (not on every request).
 
     Feast deserialises registry objects (with runtime type checks) on each lookup of a service or
@@ -232,106 +228,55 @@ class OnlineFeatures:
     and Redis online stores, reads the rows straight from the store in Feast's own layout (Feast's
     entity-key serialisation, table and hash-field names, ``ValueProto`` values): one query or one
     pipelined round trip per lookup. Other online stores go through ``get_online_features``.
-    ``tests/features/test_featurestore*.py`` check both paths give Feast's own answer.
+    ``tests/features/test_featurestore*.py`` check both paths give Feast's own answer. The lookups
+    themselves are :class:`features.online.OnlineReader`'s, which a service can also build from a saved
+    plan without importing Feast (:meth:`plan`).
     """
 
     def __init__(self, store: FeatureStore, service: str, features: list[str] | None = None, *, direct: bool = True,
                  cache: int = 0):
         self.store = store
-        self.service = service
         offered = service_features(store, service)
-        self.names = _selected(offered, service, features)
+        names = _selected(offered, service, features)
         refs = dict((r.split(":", 1)[1], r) for r in offered)
-        self.refs = [refs[n] for n in self.names]
+        self.refs = [refs[n] for n in names]
         wanted = {r.split(":", 1)[0] for r in self.refs}
         views = [v for v in store.list_feature_views() if v.name in wanted]
         ttls = [v.ttl for v in views if v.ttl]
-        self.ttl = min(ttls) if ttls else None
         kinds = {(v.name, f.name): str(f.dtype) for v in views for f in v.features}
-        self.kinds = [kinds[tuple(r.split(":", 1))] for r in self.refs]
-        self.rows = (direct and _direct_rows(store, views, self.refs, cache)) or _FeastRows(store, self.refs)
+        rows = (direct and _direct_rows(store, views, self.refs, cache)) or _FeastRows(store, self.refs)
+        super().__init__(service, names, [kinds[tuple(r.split(":", 1))] for r in self.refs],
+                         min(ttls) if ttls else None, rows)
 
-    def vectors(self, market: str, delivery_day: dt.date, timezone: str, *, gate_closure: dt.time = dt.time(12, 0),
-                now: pd.Timestamp | None = None) -> DayVectors:
-        """The feature vectors of every delivery hour of one local day as arrays, with freshness.
-
-        The lookup itself, for a caller that feeds a model directly; :meth:`day` is the same as a frame.
-        """
-        hours, issue = _day_hours(delivery_day, timezone, gate_closure)
-        values, stamps = self.rows.read(market, hours)
-        missing = np.isnan(values)
-        stamps = np.where(missing, np.nan, stamps)  # a null value has no event time of its own
-        as_of = min(issue, now or pd.Timestamp.now(tz="UTC")).value / 1e9
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no feature known at all
-            newest, oldest = np.nanmax(stamps, axis=1), np.nanmin(stamps, axis=1)
-        age = as_of - oldest  # seconds; NaN when nothing is known
-        n_missing = missing.sum(axis=1)
-        fresh = age <= self.ttl.total_seconds() if self.ttl is not None else ~np.isnan(age)
-        return DayVectors(market, hours, self.names, self.kinds, values, missing, newest, age, n_missing,
-                          (n_missing > 0) | ~fresh)
-
-    def day(self, market: str, delivery_day: dt.date, timezone: str, *, gate_closure: dt.time = dt.time(12, 0),
-            now: pd.Timestamp | None = None) -> pd.DataFrame:
-        """Feature vectors of every delivery hour of one local day (23, 24 or 25 rows), with freshness.
-
-        Freshness columns: ``known_at`` (the latest time any feature of the row became known),
-        ``feature_age`` (the issue time, D-1 gate closure or now if earlier, minus the oldest
-        feature time), ``missing_features`` and ``stale`` (a feature missing, or older than the TTL).
-        """
-        return self.vectors(market, delivery_day, timezone, gate_closure=gate_closure, now=now).frame()
+    def plan(self, markets: list[str]) -> dict | None:
+        """What :func:`features.online.load_plan` needs to read this service without Feast, with the key
+        templates of ``markets``; None unless the whole service is read directly from a SQLite file
+        registry's online store."""
+        rows, registry = self.rows, self.store.config.registry.path
+        if type(rows) is not _SqliteRows or not Path(str(registry)).is_file():
+            return None
+        templates = {}
+        for m in markets:
+            found = rows.template(m)
+            if found is None:
+                return None
+            templates[m] = [found[0].hex(), found[1].hex()]
+        return {"service": self.service, "fingerprint": online.registry_fingerprint(registry),
+                "names": self.names, "kinds": self.kinds,
+                "ttl_seconds": self.ttl.total_seconds() if self.ttl is not None else None,
+                "path": rows.path, "tables": rows.tables, "views": rows.view_names,
+                "columns": [[view, feature, j] for (view, feature), j in rows.columns.items()],
+                "templates": templates}
 
 
-@dataclass(frozen=True)
-class DayVectors:
-    """One delivery day's feature vectors: ``values[i, j]`` is feature ``names[j]`` of hour ``delivery_start[i]``."""
-
-    market: str
-    delivery_start: pd.DatetimeIndex
-    names: list[str]
-    kinds: list[str]
-    values: np.ndarray  # hours x features, NaN where missing
-    missing: np.ndarray  # hours x features, bool
-    known_at: np.ndarray  # epoch seconds per hour (NaN: nothing known)
-    feature_age: np.ndarray  # seconds per hour, at the issue time (NaN: nothing known)
-    missing_features: np.ndarray
-    stale: np.ndarray
-
-    def frame(self) -> pd.DataFrame:
-        columns = {name: _typed(self.values[:, j], self.missing[:, j], kind)
-                   for j, (name, kind) in enumerate(zip(self.names, self.kinds))}
-        age = pd.to_timedelta(np.round(self.feature_age * 1e6), unit="us")
-        return pd.DataFrame({"market": self.market, "delivery_start": self.delivery_start, **columns,
-                             "known_at": _utc(self.known_at), "feature_age": age,
-                             "missing_features": self.missing_features, "stale": np.asarray(self.stale)})
-
-
-def _utc(epoch_seconds: np.ndarray) -> pd.DatetimeIndex:
-    """Epoch seconds (NaN for unknown) as UTC timestamps (NaT), without pandas' slow unit parsing."""
-    nanos = np.where(np.isnan(epoch_seconds), np.iinfo(np.int64).min, np.round(np.nan_to_num(epoch_seconds) * 1e9))
-    return pd.DatetimeIndex(nanos.astype(np.int64).view("M8[ns]")).tz_localize("UTC")
-
-
-def _typed(column: np.ndarray, missing: np.ndarray, kind: str) -> np.ndarray:
-    """A feature column in the dtype pandas gives Feast's own online response: NaN/None where missing."""
-    if kind == "Float64" or (kind == "Int64" and missing.any()):
-        return column
-    if kind == "Int64":
-        return column.astype(np.int64)
-    if kind == "Bool":
-        return column.astype(bool) if not missing.any() else np.where(missing, None, column.astype(bool))
-    raise FeatureStoreError(f"online feature of type {kind!r}; expected Float64, Int64 or Bool")
-
-
-@functools.lru_cache(maxsize=4096)
-def _day_hours(delivery_day: dt.date, timezone: str, gate_closure: dt.time) -> tuple[pd.DatetimeIndex, pd.Timestamp]:
-    """The UTC delivery hours of a local day and its issue time (gate closure on D-1); cached, immutable."""
-    day = pd.Timestamp(delivery_day)
-    hours = pd.date_range(day.tz_localize(timezone), (day + pd.Timedelta(days=1)).tz_localize(timezone),
-                          freq="h", inclusive="left").tz_convert("UTC")
-    issue = (day - pd.Timedelta(days=1) + pd.Timedelta(hours=gate_closure.hour, minutes=gate_closure.minute)
-             ).tz_localize(timezone).tz_convert("UTC")
-    return hours, issue
+def save_online_plan(settings: AurumSettings, reader: OnlineFeatures, markets: list[str]) -> Path | None:
+    """Save ``reader``'s plan for Feast-free service starts (local profile); its path, or None if it has none."""
+    plan = reader.plan(markets)
+    if plan is None:
+        return None
+    path = online.plan_path(settings.home_dir / "feast", reader.service)
+    online.save_plan(path, plan)
+    return path
 
 
 class _FeastRows:
@@ -366,17 +311,18 @@ def _direct_rows(store: FeatureStore, views: list[FeatureView], refs: list[str],
     return None
 
 
-class _KeyedRows:
-    """What the direct readers share: entity keys as Feast serialises them, values as ``ValueProto``."""
+class _KeyedRows(online.KeyedRows):
+    """Feast's side of the direct readers: the views' layout checked, key templates made by Feast's own
+    entity-key serialisation."""
 
     def __init__(self, store: FeatureStore, views: list[FeatureView], refs: list[str]):
         from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
+        online.KeyedRows.__init__(self, {tuple(r.split(":", 1)): j for j, r in enumerate(refs)})  # (view, feature) -> column
         self.config = store.config
         self.views = sorted(views, key=lambda v: v.name)
-        self.columns = {tuple(r.split(":", 1)): j for j, r in enumerate(refs)}  # (view, feature) -> column
         self._serialize, self._key, self._value = serialize_entity_key, EntityKey, Value
         join_keys = [c.name for c in self.views[0].entity_columns]
         if sorted(join_keys) != ["delivery_start", "market"] or any(
@@ -384,14 +330,14 @@ class _KeyedRows:
             raise FeatureStoreError(f"online reader expects views keyed by market and delivery_start; got "
                                     f"{ {v.name: [c.name for c in v.entity_columns] for v in self.views} }")
 
-    def _feast_key(self, market: str, seconds: int) -> bytes:
+    def key(self, market: str, seconds: int) -> bytes:
         value = self._value
         return self._serialize(self._key(join_keys=["market", "delivery_start"],
                                          entity_values=[value(string_val=market), value(unix_timestamp_val=seconds)]),
                                entity_key_serialization_version=self.config.entity_key_serialization_version)
 
     @functools.lru_cache(maxsize=1024)  # noqa: B019 - one template per market, for the reader's lifetime
-    def _template(self, market: str) -> tuple[bytes, bytes] | None:
+    def template(self, market: str) -> tuple[bytes, bytes] | None:
         """The market's serialised key around its 8-byte timestamp, or None if that cannot be found.
 
         Feast serialises the two join keys and values in a fixed layout in which only the packed
@@ -400,117 +346,27 @@ class _KeyedRows:
         """
         probe = 0x0123456789ABCDE
         packed = struct.pack("<q", probe)
-        key = self._feast_key(market, probe)
+        key = self.key(market, probe)
         if key.count(packed) != 1:
             return None
         prefix, suffix = key.split(packed)
         for t in (0, 1_700_000_000):
-            if self._feast_key(market, t) != prefix + struct.pack("<q", t) + suffix:
+            if self.key(market, t) != prefix + struct.pack("<q", t) + suffix:
                 return None
         return prefix, suffix
 
-    def keys(self, market: str, hours: pd.DatetimeIndex) -> list[bytes]:
-        seconds = (hours.asi8 // 1_000_000_000).tolist()
-        template = self._template(market)
-        if template is None:
-            return [self._feast_key(market, t) for t in seconds]
-        prefix, suffix = template
-        pack = _INT64.pack
-        return [prefix + pack(t) + suffix for t in seconds]
 
-    def empty(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        return np.full((n, len(self.columns)), np.nan), np.full((n, len(self.columns)), np.nan)
+class _SqliteRows(_KeyedRows, online.SqliteRows):
+    """Feast's SQLite online tables read directly (:class:`features.online.SqliteRows`)."""
 
-    def parser(self) -> Callable[[bytes], float]:
-        """A function from a serialised ``ValueProto`` to its number (NaN for a null); one per lookup.
-
-        The common encodings are read directly (a double: tag 0x29 and 8 bytes; a small int64 or a
-        bool: tag 0x20 or 0x38 and one varint byte); anything else goes through protobuf.
-        """
-        v = self._value()  # reused: ParseFromString clears it first
-        double = _DOUBLE.unpack_from
-
-        def parse(blob: bytes) -> float:
-            n = len(blob)
-            if n == 9 and blob[0] == 0x29:
-                return double(blob, 1)[0]
-            if n == 2 and (blob[0] == 0x20 or blob[0] == 0x38) and blob[1] < 0x80:
-                return float(blob[1])
-            v.ParseFromString(blob)
-            kind = v.WhichOneof("val")
-            return np.nan if kind is None or kind == "null_val" else float(getattr(v, kind))
-        return parse
-
-
-_INT64 = struct.Struct("<q")
-_DOUBLE = struct.Struct("<d")
-
-
-class _SqliteRows(_KeyedRows):
-    """Reads Feast's SQLite online tables (one row per entity key and feature) in one query per lookup.
-
-    With ``cache`` > 0, the last ``cache`` lookups of each thread are kept and answered again only while
-    the database is unchanged: SQLite's ``PRAGMA data_version`` changes whenever another connection
-    (a materialization, in any process) commits, and a change drops them all. An answer therefore
-    always equals a fresh read of the store; what is saved is parsing ~600 rows per lookup.
-    """
-
-    def __init__(self, store: FeatureStore, online, views: list[FeatureView], refs: list[str], *, cache: int = 0):
+    def __init__(self, store: FeatureStore, online_store, views: list[FeatureView], refs: list[str], *, cache: int = 0):
         from feast.infra.online_stores.sqlite import _table_id
 
-        super().__init__(store, views, refs)
-        self.path = online._get_db_path(self.config)
+        _KeyedRows.__init__(self, store, views, refs)
         versioned = self.config.registry.enable_online_feature_view_versioning
-        self.tables = [_table_id(self.config.project, v, versioned) for v in self.views]
-        self.cache = cache
-        self._local = threading.local()  # one connection (and cache) per thread; no type converters: raw epoch ints
-
-    def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = sqlite3.connect(self.path, check_same_thread=True)
-            self._local.version, self._local.kept = None, {}
-        return conn
-
-    def read(self, market: str, hours: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
-        if not self.cache:
-            return self._read(market, hours)
-        conn, local = self._connection(), self._local
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
-        if version != local.version:
-            local.version, local.kept = version, {}
-        key = (market, hours[0].value, len(hours))
-        hit = local.kept.get(key)
-        if hit is None:
-            hit = self._read(market, hours)
-            if len(local.kept) >= self.cache:
-                local.kept.pop(next(iter(local.kept)))  # the oldest lookup goes first
-            local.kept[key] = hit
-        return hit[0].copy(), hit[1].copy()
-
-    def _read(self, market: str, hours: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
-        keys = self.keys(market, hours)
-        values, stamps = self.empty(len(keys))
-        index = {k: i for i, k in enumerate(keys)}
-        marks = ",".join("?" * len(keys))
-        sql = " UNION ALL ".join(
-            f"SELECT {n} AS view, entity_key, feature_name, value, event_ts FROM \"{t}\" WHERE entity_key IN ({marks})"
-            for n, t in enumerate(self.tables))
-        names = [v.name for v in self.views]
-        try:
-            rows = self._connection().execute(sql, keys * len(self.tables)).fetchall()
-        except sqlite3.OperationalError as exc:  # a table not created yet: nothing materialized
-            if "no such table" not in str(exc):
-                raise
-            return values, stamps
-        columns, parse = self.columns, self.parser()
-        for view, key, feature, blob, ts in rows:
-            j = columns.get((names[view], feature))
-            if j is not None:
-                i = index[key]
-                values[i, j] = parse(blob)
-                stamps[i, j] = ts
-        return values, stamps
+        online.SqliteRows.__init__(self, online_store._get_db_path(self.config),
+                                   [_table_id(self.config.project, v, versioned) for v in self.views],
+                                   [v.name for v in self.views], self.columns, cache=cache)
 
 
 class _RedisRows(_KeyedRows):
@@ -544,7 +400,7 @@ class _RedisRows(_KeyedRows):
             for k in keys:
                 pipe.hmget(k, self.fields)
             replies = pipe.execute()
-        ts, parse = self._timestamp(), self.parser()
+        ts, parse = self._timestamp(), online.decode_value
         for i, reply in enumerate(replies):
             view_ts = []
             for blob in reply[self.n_values:]:

@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features import featurestore
 from features.errors import AurumError, ForecastRequestError, ForecastUnavailableError
 from features.lake import Lake
 from features.marketdata import MarketData
 from features.markets import Market
+from features.online import OnlineReader, day_hours, planned_reader
 from features.settings import AurumSettings
 from features.transforms.calendar import CalendarAdder
 from features.transforms.localtime import local_day_and_hour
@@ -188,7 +188,7 @@ def _record(f: DayForecast, request_id: str, tenant: str, source: str, shadow: b
 class ForecastRuntime:
     """Everything one service process needs to answer forecast requests (see the module docstring)."""
 
-    def __init__(self, settings: AurumSettings, lake: Lake, online: featurestore.OnlineFeatures, book: ModelBook,
+    def __init__(self, settings: AurumSettings, lake: Lake, online: OnlineReader, book: ModelBook,
                  feed: ArchiveFeed | None = None):
         self.settings, self.lake, self.online, self.book, self.feed = settings, lake, online, book, feed
         self.registry = MarketData(lake).registry()
@@ -206,9 +206,8 @@ class ForecastRuntime:
         """Everything for ``markets`` (default: every market with a champion); ``archive_process`` archives
         through a child process (the service) rather than a thread of this one."""
         lake = Lake.open(settings)
-        store = featurestore.open_store(settings)
-        online = featurestore.OnlineFeatures(store, FEATURE_SERVICE, cache=settings.serving.online_cache)
         registry = MarketData(lake).registry()
+        online = open_online(settings, registry.codes())
         wanted = list(markets or settings.serving.markets or registry.codes())
         for m in wanted:
             registry.get(m)  # unknown market: a clear error at start-up
@@ -358,7 +357,7 @@ class ForecastRuntime:
     @functools.lru_cache(maxsize=2048)  # noqa: B019 - one runtime per process; the calendar never changes
     def _calendar_of(self, market: Market, day: dt.date) -> dict[str, np.ndarray | list[str]]:
         """The day's calendar features, computed by the training transform, and its hours as ISO strings."""
-        hours, _ = featurestore._day_hours(day, market.timezone, market.gate_closure)
+        hours, _ = day_hours(day, market.timezone, market.gate_closure)
         frame = self._calendar.transform(pd.Series(hours), market)
         return {**{c: frame[c].to_numpy(dtype=float) for c in CALENDAR_FEATURES},
                 "starts": [t.isoformat() for t in hours]}
@@ -442,6 +441,24 @@ class ForecastRuntime:
             self.feed.close()
 
 
+def open_online(settings: AurumSettings, markets: list[str]) -> OnlineReader:
+    """The online reader of the models' feature service: from the saved online plan when it matches the
+    registry (no Feast import, half the cold start), else resolved through Feast, whose plan is then
+    saved for the next start (``features.online``)."""
+    cache = settings.serving.online_cache
+    reader, how = planned_reader(settings, FEATURE_SERVICE, markets, cache=cache)
+    if reader is None:
+        from features import featurestore
+
+        log.info("online features through Feast: %s", how)
+        reader = featurestore.OnlineFeatures(featurestore.open_store(settings), FEATURE_SERVICE, cache=cache)
+        try:
+            featurestore.save_online_plan(settings, reader, markets)
+        except OSError as exc:  # a read-only home still serves; only the next start is slower
+            log.warning("online plan not saved: %s", exc)
+    return reader
+
+
 def book_markets(settings: AurumSettings) -> set[str]:
     """Markets whose registered model has a ``champion`` (one registry query)."""
     from models import mlflow_model as ml
@@ -452,7 +469,7 @@ def book_markets(settings: AurumSettings) -> set[str]:
 
 
 def _issue(market: Market, day: dt.date) -> pd.Timestamp:
-    return featurestore._day_hours(day, market.timezone, market.gate_closure)[1]
+    return day_hours(day, market.timezone, market.gate_closure)[1]
 
 
 def _stale_reason(inputs: tuple[str, ...], missing: np.ndarray, too_old: np.ndarray, age: np.ndarray,

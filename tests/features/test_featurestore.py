@@ -5,6 +5,9 @@ and does not change when data known after T changes or disappears.
 """
 
 import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401
 import pytest
 
-from features import featurestore
+from features import featurestore, online
 from features.featuretables import compute_features, features_as_of
 from features.ingest import ingest_file, ingest_synthetic
 from features.lake import Lake, between
@@ -22,6 +25,7 @@ from features.sources import SourceMapping
 from features.transforms.price_lags import PriceLagsAdder
 
 SERVICE = "day_ahead_v1"
+REPO = Path(__file__).resolve().parents[2]
 TZ = "Europe/Berlin"
 
 
@@ -224,6 +228,48 @@ def test_the_cached_direct_reader_rereads_as_soon_as_the_online_store_changes(ow
     for d in range(6):  # bounded: the oldest lookups make room
         cached.day("SYN_NORTH", day + dt.timedelta(days=d), TZ, now=now)
     assert len(cached.rows._local.kept) == 4
+
+
+def test_the_online_plan_reads_as_feast_does_without_importing_it_until_a_definition_changes(own_env, tmp_path):
+    settings, lake, market, store = own_env
+    reader = featurestore.OnlineFeatures(store, SERVICE)
+    path = featurestore.save_online_plan(settings, reader, ["SYN_NORTH"])
+    featurestore.materialize(store, dt.datetime(2024, 8, 1, tzinfo=dt.timezone.utc),
+                             dt.datetime(2024, 9, 2, tzinfo=dt.timezone.utc))  # rewrites the registry's metadata only
+    planned, how = online.planned_reader(settings, SERVICE, ["SYN_NORTH"])
+    assert planned is not None, how
+    feast = featurestore.OnlineFeatures(store, SERVICE, direct=False)
+    now = pd.Timestamp("2024-12-01", tz="UTC")
+    for day in (dt.date(2024, 8, 20), dt.date(2024, 8, 31), dt.date(2024, 9, 1), dt.date(2024, 10, 27)):
+        pd.testing.assert_frame_equal(planned.day("SYN_NORTH", day, TZ, now=now), feast.day("SYN_NORTH", day, TZ, now=now))
+    # a fresh interpreter reads through the plan without importing Feast
+    code = ("import sys, datetime as dt; from features.settings import AurumSettings; from features import online; "
+            f"r, how = online.planned_reader(AurumSettings(home={str(settings.home_dir)!r}), {SERVICE!r}, ['SYN_NORTH']); "
+            "print(r.day('SYN_NORTH', dt.date(2024, 8, 20), 'Europe/Berlin')['price_lag_P1D'].sum(), 'feast' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout.split()
+    assert out[1] == "False" and float(out[0]) == pytest.approx(feast.day("SYN_NORTH", dt.date(2024, 8, 20), TZ)["price_lag_P1D"].sum())
+    # a market the plan has no key template for, and a changed definition: back to Feast, with the reason
+    assert online.planned_reader(settings, SERVICE, ["SYN_NORTH", "SYN_SOUTH"])[0] is None
+    view = store.get_feature_view("price_features")
+    view.description = "changed"
+    store.apply([view])
+    planned, how = online.planned_reader(settings, SERVICE, ["SYN_NORTH"])
+    assert planned is None and "has changed" in how
+    path.write_text("{not json")
+    assert online.planned_reader(settings, SERVICE, ["SYN_NORTH"])[0] is None
+
+
+def test_value_bytes_decode_as_feast_parses_them():
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    for value, expected in ((Value(double_val=-3.25), -3.25), (Value(int64_val=7), 7.0), (Value(int64_val=-7), -7.0),
+                            (Value(int64_val=2**40), float(2**40)), (Value(int32_val=-5), -5.0), (Value(bool_val=True), 1.0),
+                            (Value(bool_val=False), 0.0), (Value(float_val=0.5), 0.5), (Value(double_val=0.0), 0.0)):
+        assert online.decode_value(value.SerializeToString()) == expected, value
+    assert np.isnan(online.decode_value(Value(null_val=0).SerializeToString()))
+    assert np.isnan(online.decode_value(b""))
+    with pytest.raises(featurestore.FeatureStoreError, match="field 2"):
+        online.decode_value(Value(string_val="x").SerializeToString())
 
 
 def test_unknown_feature_service_or_bad_entity_rows_are_clear_errors(env):

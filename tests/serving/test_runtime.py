@@ -129,3 +129,16 @@ def test_a_lag_of_the_hour_dst_removed_is_no_reason_to_fall_back(runtime, served
     f = runtime.forecast(MARKET, dt.date(2024, 4, 1), Q)
     assert f.quality == "ok" and f.missing_inputs >= 1
     np.testing.assert_allclose(f.values, oracle(served_env, dt.date(2024, 4, 1)), rtol=1e-12)
+
+
+def test_a_second_start_reads_the_online_store_through_the_saved_plan(runtime, served_env):
+    from features.online import OnlineReader, plan_path
+
+    assert plan_path(served_env.settings.home_dir / "feast", "day_ahead_v1").exists()  # saved by the first start
+    second = ForecastRuntime.open(served_env.settings, archive=False)
+    try:
+        assert type(second.online) is OnlineReader  # not featurestore.OnlineFeatures: no Feast behind it
+        for day in (dt.date(2024, 4, 12), dt.date(2024, 3, 31)):
+            np.testing.assert_array_equal(second.forecast(MARKET, day, Q).values, runtime.forecast(MARKET, day, Q).values)
+    finally:
+        second.close()
