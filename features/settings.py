@@ -123,6 +123,8 @@ class ServingSettings(BaseModel):
         1, ge=0, description="Hours of a day a model input may be missing (a lag of the hour a DST change removed) "
                              "before the baseline answers instead of the model.")
     cache_size: int = Field(4096, ge=0, description="Forecasts kept per model, keyed by the exact feature values (0 = off).")
+    online_plan: bool = Field(
+        True, description="Start from the saved online plan (no Feast import) while it matches the registry.")
     online_cache: int = Field(
         64, ge=0, description="Online-store lookups (days) kept per thread while the SQLite online store is unchanged "
                               "(0 = off; Redis is read on every request).")

@@ -21,6 +21,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,6 +199,7 @@ class ForecastRuntime:
         self.scenario_pool = ThreadPoolExecutor(2, thread_name_prefix="scenario")
         self._calendar = CalendarAdder()
         self._baselines: dict[tuple, tuple] = {}
+        self.startup: dict[str, float] = {}  # seconds per start-up phase (ForecastRuntime.open)
         self.refresh_snapshots()
 
     @classmethod
@@ -205,9 +207,12 @@ class ForecastRuntime:
              archive: bool | None = None, archive_process: bool = False) -> ForecastRuntime:
         """Everything for ``markets`` (default: every market with a champion); ``archive_process`` archives
         through a child process (the service) rather than a thread of this one."""
+        clock = _Phases()
         lake = Lake.open(settings)
         registry = MarketData(lake).registry()
+        clock.done("lake")
         online = open_online(settings, registry.codes())
+        clock.done("online_features_plan" if type(online) is OnlineReader else "online_features_feast")
         wanted = list(markets or settings.serving.markets or registry.codes())
         for m in wanted:
             registry.get(m)  # unknown market: a clear error at start-up
@@ -215,6 +220,7 @@ class ForecastRuntime:
             wanted = [m for m in wanted if m in book_markets(settings)]  # every market with a champion
         book = ModelBook(settings, wanted, bundle=bundle, shadow=settings.serving.shadow)
         book.refresh()
+        clock.done("models")
         if not markets and not settings.serving.markets and bundle is not None:
             book.markets = [m for m in wanted if book.champion(m) is not None]
             book.states = {m: book.states[m] for m in book.markets}
@@ -227,7 +233,11 @@ class ForecastRuntime:
                 feed = ArchiveFeed(archiver.ArchiverProcess())
             else:
                 feed = ArchiveFeed(archiver.InProcessArchiver(ForecastArchive(lake)))
-        return cls(settings, lake, online, book, feed)
+            clock.done("archive")
+        runtime = cls(settings, lake, online, book, feed)
+        clock.done("snapshots")
+        runtime.startup = clock.seconds
+        return runtime
 
     # ------------------------------------------------------------------ state
 
@@ -441,12 +451,26 @@ class ForecastRuntime:
             self.feed.close()
 
 
+class _Phases:
+    """Seconds spent in each named phase, in order (the start-up breakdown ``/v1/models`` reports)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def done(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(now - self._last, 3)
+        self._last = now
+
+
 def open_online(settings: AurumSettings, markets: list[str]) -> OnlineReader:
     """The online reader of the models' feature service: from the saved online plan when it matches the
     registry (no Feast import, half the cold start), else resolved through Feast, whose plan is then
     saved for the next start (``features.online``)."""
     cache = settings.serving.online_cache
-    reader, how = planned_reader(settings, FEATURE_SERVICE, markets, cache=cache)
+    reader, how = (planned_reader(settings, FEATURE_SERVICE, markets, cache=cache) if settings.serving.online_plan
+                   else (None, "online_plan is off"))
     if reader is None:
         from features import featurestore
 

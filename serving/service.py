@@ -73,6 +73,16 @@ class ApiError(Exception):
         return JSONResponse(body, status_code=self.status)
 
 
+def _process_age() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; None elsewhere)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 3)
+
+
 def _api_error(exc: Exception) -> ApiError:
     """The HTTP status of a domain error (never a 5xx for something the caller sent)."""
     field = getattr(exc, "field", None) or getattr(exc, "column", None)
@@ -146,9 +156,11 @@ class ForecastService:
     """Loads every served market's champion and answers forecast requests (see the module docstring)."""
 
     def __init__(self) -> None:
+        began, before = time.perf_counter(), _process_age()
         self.settings = AurumSettings()
         from serving.runtime import ForecastRuntime
 
+        imported = time.perf_counter()
         self.runtime = ForecastRuntime.open(self.settings, bundle=bundled_champions(), archive_process=True)
         self.key_store = self.scenario_store = None
         if self.settings.serving.auth:
@@ -162,6 +174,10 @@ class ForecastService:
         # the collector's generations keeps full collections from pausing requests for tens of milliseconds.
         gc.collect()
         gc.freeze()
+        # The cold start's breakdown in seconds (``GET /v1/models``): the worker process up to this class
+        # (interpreter, BentoML, this module), the heavy imports, each phase of ForecastRuntime.open, the rest.
+        self.startup = {"worker_before_init": before, "imports": round(imported - began, 3), **self.runtime.startup,
+                        "init_total": round(time.perf_counter() - began, 3)}
         self._stop = threading.Event()
         self._reloader = threading.Thread(target=self._reload_loop, name="champion-reload", daemon=True)
         self._reloader.start()
@@ -198,7 +214,7 @@ class ForecastService:
 
     def models_report(self) -> dict:
         ready, why = self.runtime.ready()
-        return {"ready": ready, "reason": why, "markets": self.runtime.book.status(),
+        return {"ready": ready, "reason": why, "markets": self.runtime.book.status(), "startup_seconds": self.startup,
                 "feature_snapshots": self.runtime.snapshots,
                 "limits": {k: getattr(self.settings.serving, k) for k in
                            ("max_days_ahead", "max_days_back", "max_batch_items", "max_scenarios", "max_request_bytes")}}
