@@ -101,6 +101,11 @@ class ServingStoreUnavailableError(AurumError, ConnectionError):
     """The serving database (API keys, saved scenarios: SQLite under home or PostgreSQL) does not answer."""
 
 
+class OnlineStoreUnavailableError(AurumError, ConnectionError):
+    """The online feature store (Redis, or the SQLite file) does not answer a lookup: the features are
+    unknown to the caller, not missing or stale. The message names the store and the cause."""
+
+
 class ApiKeyError(AurumError, ValueError):
     """An API-key request that cannot be done: a bad tenant or market list, an unknown key id."""
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -130,7 +131,14 @@ class InProcessArchiver:
 
 
 def main() -> int:
-    """The child: read pickled batches from stdin until EOF, archive them, flush, exit."""
+    """The child: read pickled batches from stdin until EOF, archive them, flush, exit.
+
+    SIGTERM and SIGINT are ignored: a service stopped as a whole (its process group signalled, Ctrl-C)
+    would otherwise kill the archiver before its worker has sent the last batch. The end of the stream
+    is the one signal to finish, and it comes when the worker closes the pipe or dies.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from features.errors import ArchiveBacklogError
     from features.lake import Lake

@@ -8,6 +8,10 @@ Invariants:
   day is missing or older than the freshness limit, the market's weekly-naive baseline (fitted on
   prices known at the issue time) answers instead, with ``quality: "degraded"`` and the reason.
   There is no silent third path: without either, the request fails with the reason.
+- An online store that does not answer (Redis down) is not a server error: every input is then
+  unknown, so the baseline answers, with the store named in the reason; without the baseline the
+  request is a 503 naming the store. Lookups fail fast while it is down and resume by themselves
+  (``OnlineStoreGuard``).
 - Forecasts are deterministic in their inputs, so a model keeps recent forecasts keyed by the exact
   feature values (and quantiles): a changed feature is a different key, never a stale answer.
 - Archiving is off the request path: the request enqueues, a background thread writes.
@@ -25,15 +29,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 
-from features.errors import AurumError, ForecastRequestError, ForecastUnavailableError
+from features.errors import AurumError, ForecastRequestError, ForecastUnavailableError, OnlineStoreUnavailableError
 from features.lake import Lake
 from features.marketdata import MarketData
 from features.markets import Market
-from features.online import OnlineReader, day_hours, planned_reader
+from features.online import DayVectors, OnlineReader, day_hours, planned_reader
 from features.settings import AurumSettings
 from features.transforms.calendar import CalendarAdder
 from features.transforms.localtime import local_day_and_hour
@@ -47,6 +52,7 @@ from serving.champions import CHALLENGER, CHAMPION, ModelBook, ServedModel
 log = logging.getLogger(__name__)
 BASELINE = "baseline"
 BASELINE_WEEKS = 8  # weeks of weekly-naive residuals behind the baseline's intervals
+ONLINE_RETRY_S = 1.0  # seconds between background lookups while the online store does not answer
 
 
 @dataclass
@@ -78,6 +84,7 @@ class DayForecast:
     requested: tuple[float, ...] = ()  # the levels asked for; ``quantiles`` adds the median when missing
     starts: list[str] | None = None  # delivery_start as ISO strings (made once per market and day)
     renders: dict | None = field(default=None, repr=False)  # the hours' JSON by requested levels, shared by a cache entry
+    degraded_by: str | None = None  # why the baseline answered: stale_features or online_store_unavailable
 
     def columns(self) -> list[str]:
         return [quantile_column(q) for q in self.requested or self.quantiles]
@@ -192,6 +199,7 @@ class ForecastRuntime:
     def __init__(self, settings: AurumSettings, lake: Lake, online: OnlineReader, book: ModelBook,
                  feed: ArchiveFeed | None = None):
         self.settings, self.lake, self.online, self.book, self.feed = settings, lake, online, book, feed
+        self.lookups = OnlineStoreGuard(online, _online_store_name(settings))
         self.registry = MarketData(lake).registry()
         self.stale_after_s = settings.serving.stale_after_s or (online.ttl.total_seconds() if online.ttl else None)
         self.snapshots: dict[str, int] = {}
@@ -251,7 +259,10 @@ class ForecastRuntime:
                 self.snapshots[table] = int(sid)
 
     def ready(self) -> tuple[bool, str]:
-        """Ready when every served market has a model and its features of the next day are fresh."""
+        """Ready when every served market has its champion loaded (and with it the online reader and the
+        baseline's price source). Feature freshness is reported per answer and in metrics, not gated here: a
+        day with stale features is still answered (by the baseline, flagged), so taking the service out of
+        rotation for it would turn a degraded answer into none."""
         if not self.book.markets:
             return False, "no market has an approved champion"
         missing = [m for m in self.book.markets if self.book.champion(m) is None]
@@ -292,7 +303,11 @@ class ForecastRuntime:
         self._check_quantiles(served, quantiles)
         requested = quantiles
         quantiles = tuple(sorted({*quantiles, 0.5}))  # the median always: the archive's point forecast
-        vec = self.online.vectors(code, day, market.timezone, gate_closure=market.gate_closure)
+        outage = None
+        try:
+            vec = self.lookups.vectors(code, day, market.timezone, gate_closure=market.gate_closure)
+        except OnlineStoreUnavailableError as exc:  # nothing is known: every input is missing
+            vec, outage = self._unknown(market, day), exc
         values, local_hour = self._with_calendar(market, day, vec)
         starts = self._calendar_of(market, day)["starts"]
         inputs = [vec.names.index(c) for c in served.inputs]
@@ -311,6 +326,15 @@ class ForecastRuntime:
                       known_at=pd.Timestamp(known, unit="s", tz="UTC") if known is not None else None,
                       max_age_s=float(np.nanmax(age)) if np.isfinite(age).any() else None,
                       stale_hours=int(stale.sum()), missing_inputs=int(missing.sum()), snapshots=self.snapshots)
+        if outage is not None:
+            if scenario is not None:
+                raise OnlineStoreUnavailableError(f"scenario {scenario.name!r} needs the model's inputs of {code} "
+                                                  f"{day}: {outage}") from outage
+            try:
+                return self._baseline(market, day, quantiles, common, str(outage), cause="online_store_unavailable")
+            except ForecastUnavailableError as exc:  # a 503 (the store), not a 404: the data may well exist
+                raise OnlineStoreUnavailableError(f"no forecast for {code} {day}: {outage}; and the weekly-naive "
+                                                  f"baseline cannot answer either: {exc}") from exc
         if stale.any():
             reason = _stale_reason(served.inputs, missing & absent, too_old, age, self.stale_after_s)
             if scenario is not None:
@@ -372,8 +396,16 @@ class ForecastRuntime:
         return {**{c: frame[c].to_numpy(dtype=float) for c in CALENDAR_FEATURES},
                 "starts": [t.isoformat() for t in hours]}
 
+    def _unknown(self, market: Market, day: dt.date) -> DayVectors:
+        """The day's vectors when the online store does not answer: every feature of every hour unknown."""
+        hours, _ = day_hours(day, market.timezone, market.gate_closure)
+        n, k = len(hours), len(self.online.names)
+        unknown = np.full(n, np.nan)
+        return DayVectors(market.code, hours, self.online.names, self.online.kinds, np.full((n, k), np.nan),
+                          np.ones((n, k), bool), unknown, unknown, np.full(n, k), np.ones(n, bool))
+
     def _baseline(self, market: Market, day: dt.date, quantiles: tuple[float, ...], common: dict,
-                  reason: str) -> DayForecast:
+                  reason: str, cause: str = "stale_features") -> DayForecast:
         key = (market.code, day, quantiles)
         hit = self._baselines.get(key)
         if hit is None:
@@ -384,7 +416,7 @@ class ForecastRuntime:
         values, local_hour = hit
         return DayForecast(**{**common, "local_hour": local_hour}, values=values,
                            model_name=f"weekly_naive_{market.code}", model_version=BASELINE, model_alias=BASELINE,
-                           feature_service="market.prices", quality="degraded",
+                           feature_service="market.prices", quality="degraded", degraded_by=cause,
                            quality_reason=f"{reason}; answered by the weekly-naive baseline")
 
     def _fit_baseline(self, market: Market, day: dt.date, quantiles, hours: pd.DatetimeIndex):
@@ -444,11 +476,90 @@ class ForecastRuntime:
         self.shadow_pool.submit(run)
 
     def close(self) -> None:
+        self.lookups.close()
         if self.shadow_pool:
             self.shadow_pool.shutdown(wait=True)
         self.scenario_pool.shutdown(wait=True)
         if self.feed:
             self.feed.close()
+
+
+class OnlineStoreGuard:
+    """The online lookups of one process, failing fast while the online store does not answer.
+
+    A lookup the store does not answer (Redis down or restarting: refused, reset, timed out) raises
+    :class:`OnlineStoreUnavailableError` naming the store and the cause, and marks the store down. While
+    it is down, lookups raise at once instead of each waiting out the client's timeout (about a second, see
+    ``features.featurestore._fail_fast``; the lookup holds the worker's event loop meanwhile), and a background thread repeats the failed lookup every ``retry_s`` seconds; its first answer
+    marks the store up again. So an outage costs one slow request per process, and the service recovers
+    without a restart.
+    """
+
+    def __init__(self, reader: OnlineReader, store: str, retry_s: float = ONLINE_RETRY_S):
+        self.reader, self.store, self.retry_s = reader, store, retry_s
+        self.down: str | None = None  # why the store is down; None while it answers
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._prober: threading.Thread | None = None
+
+    def vectors(self, market: str, day: dt.date, timezone: str, *, gate_closure: dt.time) -> DayVectors:
+        down = self.down
+        if down is not None:
+            raise OnlineStoreUnavailableError(down)
+        try:
+            return self.reader.vectors(market, day, timezone, gate_closure=gate_closure)
+        except _outage_errors() as exc:
+            why = self._why(exc)
+            self._mark_down(why, (market, day, timezone, gate_closure))
+            raise OnlineStoreUnavailableError(why) from exc
+
+    def _why(self, exc: BaseException) -> str:
+        cause = exc.__cause__ if isinstance(exc, OnlineStoreUnavailableError) and exc.__cause__ else exc
+        return f"the online feature store ({self.store}) does not answer: {type(cause).__name__}: {cause}"
+
+    def _mark_down(self, why: str, lookup: tuple) -> None:
+        with self._lock:
+            self.down = why
+            if self._prober is None:
+                log.error("%s; forecasts fall back to the weekly-naive baseline, the store is tried again every "
+                          "%g s", why, self.retry_s)
+                self._prober = threading.Thread(target=self._probe, args=lookup, name="online-store-probe",
+                                                daemon=True)
+                self._prober.start()
+
+    def _probe(self, market: str, day: dt.date, timezone: str, gate_closure: dt.time) -> None:
+        since = time.monotonic()
+        while not self._closed.wait(self.retry_s):
+            try:
+                self.reader.vectors(market, day, timezone, gate_closure=gate_closure)
+            except _outage_errors() as exc:
+                self.down = self._why(exc)
+                continue
+            except Exception:  # noqa: BLE001 - the store answered; a failing lookup is the request path's to report
+                log.exception("online feature store (%s): answers again, but the probe's lookup failed", self.store)
+            break
+        with self._lock:  # cleared together: a failure after this starts a new probe
+            self.down, self._prober = None, None
+        if not self._closed.is_set():
+            log.warning("the online feature store (%s) answers again after %.0f s", self.store,
+                        time.monotonic() - since)
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+def _outage_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean the online store did not answer (not that a lookup was wrong): the readers
+    raise ``OnlineStoreUnavailableError`` (a ``ConnectionError``) for Redis's own connection errors."""
+    return (ConnectionError, TimeoutError)
+
+
+def _online_store_name(settings: AurumSettings) -> str:
+    """The profile's online store in words, for messages: host and port only, never credentials."""
+    if settings.profile == "local":
+        return "SQLite"
+    url = urlsplit(settings.redis_url)
+    return f"Redis at {url.hostname}:{url.port or 6379}"
 
 
 class _Phases:

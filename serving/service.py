@@ -31,7 +31,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from features.errors import (AccessDeniedError, AurumError, ForecastRequestError, ForecastUnavailableError,
-                             QuantileError, ScenarioError, ScenarioNotFoundError, UnknownMarketError)
+                             OnlineStoreUnavailableError, QuantileError, ScenarioError, ScenarioNotFoundError,
+                             UnknownMarketError)
 from features.settings import AurumSettings
 from serving import api
 
@@ -56,7 +57,8 @@ REGISTRY_OK = bentoml.metrics.Gauge(name="aurum_registry_ok", multiprocess_mode=
                                     documentation="1 when the last registry check of the market succeeded, 0 when the last good model is kept.",
                                     labelnames=["market"])
 DEGRADED = bentoml.metrics.Counter(name="aurum_degraded_forecasts_total", labelnames=["market", "reason"],
-                                   documentation="Forecasts answered by the baseline because features were stale or missing.")
+                                   documentation="Forecasts answered by the baseline, by reason: stale_features "
+                                                 "(stale or missing), online_store_unavailable (no answer).")
 
 
 class ApiError(Exception):
@@ -94,6 +96,8 @@ def _api_error(exc: Exception) -> ApiError:
         return ApiError(404, str(exc), field or ("market" if isinstance(exc, UnknownMarketError) else "saved"))
     if isinstance(exc, ForecastUnavailableError):
         return ApiError(404, str(exc), field)
+    if isinstance(exc, OnlineStoreUnavailableError):  # ours, not the caller's, and passing: try again later
+        return ApiError(503, str(exc), field)
     if isinstance(exc, (ForecastRequestError, QuantileError, ScenarioError)):
         return ApiError(422, str(exc), field or ("quantiles" if isinstance(exc, QuantileError) else None))
     if isinstance(exc, ValidationError):  # a scenario definition the domain model refuses
@@ -264,7 +268,7 @@ class ForecastService:
         if forecast.max_age_s is not None:
             FEATURE_AGE.labels(market=forecast.market).set(forecast.max_age_s)
         if forecast.quality != "ok":
-            DEGRADED.labels(market=forecast.market, reason="stale_features").inc()
+            DEGRADED.labels(market=forecast.market, reason=forecast.degraded_by or "stale_features").inc()
 
     # ------------------------------------------------------------ endpoints
 
@@ -366,8 +370,10 @@ class ForecastService:
 
     def _scenario(self, market: str, day, scenario, quantiles):
         base = self.runtime.forecast(market, day, quantiles)
-        if base.quality != "ok":
-            raise ForecastUnavailableError(f"no what-if for {market} {base.delivery_day}: {base.quality_reason}")
+        if base.quality != "ok":  # a 503 while the online store is away, else a 404
+            away = base.degraded_by == "online_store_unavailable"
+            raise (OnlineStoreUnavailableError if away else ForecastUnavailableError)(
+                f"no what-if for {market} {base.delivery_day}: {base.quality_reason}")
         return base, self.runtime.forecast(market, base.delivery_day, quantiles, scenario=scenario)
 
     @bentoml.api(route="/v1/scenarios/saved", input_spec=api.SaveScenarioRequest)
