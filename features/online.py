@@ -28,7 +28,7 @@ import os
 import sqlite3
 import struct
 import threading
-import warnings
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,10 +213,8 @@ class OnlineReader:
         values, stamps = self.rows.read(market, hours)
         missing = np.isnan(values)
         stamps = np.where(missing, np.nan, stamps)  # a null value has no event time of its own
-        as_of = min(issue, now or pd.Timestamp.now(tz="UTC")).value / 1e9
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no feature known at all
-            newest, oldest = np.nanmax(stamps, axis=1), np.nanmin(stamps, axis=1)
+        as_of = min(issue.value / 1e9, time.time() if now is None else now.value / 1e9)
+        newest, oldest = np.fmax.reduce(stamps, axis=1), np.fmin.reduce(stamps, axis=1)  # NaN only if all NaN
         age = as_of - oldest  # seconds; NaN when nothing is known
         n_missing = missing.sum(axis=1)
         fresh = age <= self.ttl.total_seconds() if self.ttl is not None else ~np.isnan(age)

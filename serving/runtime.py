@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -282,7 +283,7 @@ class ForecastRuntime:
 
     def check_day(self, market: Market, day: dt.date | None, field_name: str = "delivery_day") -> dt.date:
         day = day or self.default_day(market)
-        today = pd.Timestamp.now(tz=market.timezone).date()
+        today = dt.datetime.now(_zone(market.timezone)).date()
         lo = today - dt.timedelta(days=self.settings.serving.max_days_back)
         hi = today + dt.timedelta(days=self.settings.serving.max_days_ahead)
         if not lo <= day <= hi:
@@ -319,12 +320,14 @@ class ForecastRuntime:
             ~(age <= self.stale_after_s)  # NaN age (nothing known) is stale too
         absent = missing.sum(axis=0) > self.settings.serving.max_missing_hours  # an input gone for the day
         stale = missing[:, absent].any(axis=1) | too_old
-        known = np.nanmax(vec.known_at) if np.isfinite(vec.known_at).any() else None
+        known = np.fmax.reduce(vec.known_at)  # NaN when nothing is known
+        known = None if np.isnan(known) else known
+        oldest = np.fmax.reduce(age)
         common = dict(market=code, delivery_day=day, timezone=market.timezone, issued_at=_issue(market, day),
                       delivery_start=vec.delivery_start, local_hour=local_hour, quantiles=quantiles, requested=requested,
                       starts=starts,
                       known_at=pd.Timestamp(known, unit="s", tz="UTC") if known is not None else None,
-                      max_age_s=float(np.nanmax(age)) if np.isfinite(age).any() else None,
+                      max_age_s=None if np.isnan(oldest) else float(oldest),
                       stale_hours=int(stale.sum()), missing_inputs=int(missing.sum()), snapshots=self.snapshots)
         if outage is not None:
             if scenario is not None:
@@ -601,6 +604,11 @@ def book_markets(settings: AurumSettings) -> set[str]:
     ml.configure(settings.mlflow_tracking_uri())
     prefix = settings.mlflow.model_prefix
     return {name[len(prefix):] for name, aliases in ml.aliases(prefix).items() if CHAMPION in aliases}
+
+
+@functools.cache
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
 
 
 def _issue(market: Market, day: dt.date) -> pd.Timestamp:
