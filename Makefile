@@ -14,7 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup run test bench-lake bench-features bench-epf bench-serving bench-monitoring clean
+.PHONY: setup run test bench-lake bench-features bench-epf bench-serving bench-soak bench-scoring bench-entsoe bench-monitoring clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -58,8 +58,17 @@ bench-features: setup  ## feature store: training sets vs a DuckDB ASOF join, on
 bench-epf: setup  ## EPF benchmark (NP, BE, FR; ../shared/data) through ingest, feature store and aurum backtest
 	$(VENV)/bin/python benchmarks/bench_epf.py --write-docs
 
+bench-entsoe: setup  ## the unchanged pipeline on the nine ENTSO-E zones (../shared/data): 8 weeks of the last year, 4 of 2022
+	$(VENV)/bin/python benchmarks/bench_entsoe.py --crisis --write-docs
+
 bench-serving: setup  ## forecast API: sequential and 16-client latency and throughput against a no-op endpoint, cold start
 	$(VENV)/bin/python benchmarks/bench_serving.py --write-docs
+
+bench-soak: setup  ## forecast API: one worker's RSS (and its archiver's) over a 10-minute mixed load
+	$(VENV)/bin/python benchmarks/bench_serving.py --soak 600 --write-docs
+
+bench-scoring: setup  ## aurum score: rows/s of the local and Ray engines at 1 and 10 market-years, with phases
+	$(VENV)/bin/python benchmarks/bench_scoring.py --profile --write-docs
 
 bench-monitoring: setup  ## drift of 1 million rows x 50 features: time and peak memory
 	$(VENV)/bin/python benchmarks/bench_monitoring.py --write-docs

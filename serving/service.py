@@ -152,7 +152,10 @@ async def _models_view(request: Request) -> Response:
 models_app = Starlette(routes=[Route("/models", _models_view, methods=["GET"])])
 
 
-@bentoml.service(name="aurum-forecast", traffic={"timeout": 60},
+# traffic timeout: BentoML's TimeoutMiddleware keeps a timer (and the request's tracing span) alive for this
+# long after every request, answered or not; 60 s at ~800 req/s held ~48,000 spans (~4.8 KB each) in a worker.
+# The slowest legitimate call (64 batch items or 32 what-if forecasts, all cache misses) takes ~2 s.
+@bentoml.service(name="aurum-forecast", traffic={"timeout": 15},
                  workers=int(os.environ.get("AURUM_SERVING__WORKERS", "1")),  # `aurum serve --workers`
                  description="Day-ahead price forecasts of the approved champion per market, with scenarios.")
 @bentoml.asgi_app(models_app, path="/v1")  # GET /v1/models; the POST routes of /v1 stay with the service

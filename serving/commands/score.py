@@ -41,7 +41,7 @@ def score(
     quantiles: Annotated[str, typer.Option(help="Comma-separated quantile levels; 0.5 is always scored "
                                            "(it is the archived forecast).")] = "0.1,0.5,0.9",
     chunk_days: Annotated[int, typer.Option(help="Days per archive commit: a crash loses at most one chunk, "
-                                            "and a re-run resumes.", min=1)] = 7,
+                                            "and a re-run resumes.", min=1)] = 31,
     tenant: Annotated[str, typer.Option(help="Tenant recorded on the rows.")] = "internal",
     ray_actors: Annotated[int, typer.Option(help="Scoring actors of the ray engine (half a CPU each at most).",
                                             min=1)] = 2,
