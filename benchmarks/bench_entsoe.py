@@ -332,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     env |= {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     results = [ZoneResult(z) for z in zones]
     wall0 = time.perf_counter()
+    deadline = None if args.budget_minutes is None else time.monotonic() + args.budget_minutes * 60
     try:
         for r in results:
             log(f"ingest {r.zone}")
@@ -373,7 +374,6 @@ def main(argv: list[str] | None = None) -> None:
                     order = spread_order(len(w.weeks))
                     if k < len(order):
                         tasks.append((r.zone, w, w.weeks[order[k]]))
-        deadline = None if args.budget_minutes is None else time.monotonic() + args.budget_minutes * 60
         log(f"{len(tasks)} weekly backtests, {args.jobs} at a time")
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(lambda t: run_week(env, t[0], t[1], t[2], args.model, tuple(args.param), args.train_days,
