@@ -191,8 +191,9 @@ def performance(market: Market, window: Window = "7d", end: End = None, as_of: A
 def run(
     market: Market, window: Window = "7d", end: End = None, as_of: AsOf = None, webhook: Webhook = None,
     retrain_on_alert: Annotated[bool, typer.Option(
-        "--retrain-on-alert", help="On a performance alert, retrain the champion's recipe on the data now in the lake "
-                                   "(aurum train, in a subprocess) and let the approval gate decide.")] = False,
+        "--retrain-on-alert", help="On a performance alert, retrain the champion's recipe (aurum train, in a "
+                                   "subprocess; as of --end when the lake holds later data, a replay) and let the "
+                                   "approval gate judge it against the served champion, frozen (--against served).")] = False,
     windows: Annotated[int, typer.Option(
         min=1, help="Check this many consecutive windows ending at --end, oldest first (a backfill in one "
                     "process); only the last may retrain.")] = 1,

@@ -6,18 +6,22 @@ One run, for schedulers (daily or weekly):
    :mod:`monitoring.performancecheck`), each with all its records; a check that cannot run (no
    forecasts archived yet, say) is reported and the other still runs;
 2. with ``--retrain-on-alert``, when the *performance* state is ``alert`` (errors decide; drift alone
-   does not retrain, see docs/monitoring.md), the champion's recipe is trained again on the data now in
-   the lake and judged by the approval gate. Monitoring may not import training, so it runs the
-   platform's own CLI in a subprocess, exactly as an operator would::
+   does not retrain, see docs/monitoring.md), the champion's recipe is trained again on fresh data and
+   judged by the approval gate against the *served* champion, frozen (``--against served``: is a model
+   retrained on fresh data better than the one in service? A rerun of the same recipe, the gate's
+   default, would tie with the retrain by construction). Monitoring may not import training, so it runs
+   the platform's own CLI in a subprocess, exactly as an operator would::
 
        aurum train --market M --model <kind> --param <name>=<value> ... --backtest-days B --refit-days R
-                   [--train-days T]
+                   [--train-days T] --against served [--as-of END]
 
    with the kind and parameters of the champion's ``model_spec`` version tag and its backtest window,
-   refit cadence and training window, and reads the run id, version and decision it prints. A market
-   is retrained at most once per ``retrain_cooldown_hours`` (a persisting alert would otherwise
-   retrain on every run). An approved version becomes ``champion``; the forecast service picks it up
-   by polling the alias, so nothing here talks to serving;
+   refit cadence and training window, and reads the run id, version and decision it prints. ``--as-of``
+   is the window's end when the lake already holds prices of that day or later (a replay of the past,
+   ``--end`` in the past): the retrain then knows only what was known at the end of the alert window,
+   not what came after it. A market is retrained at most once per ``retrain_cooldown_hours`` (a
+   persisting alert would otherwise retrain on every run). An approved version becomes ``champion``;
+   the forecast service picks it up by polling the alias, so nothing here talks to serving;
 3. the chain alert -> training run -> decision is recorded: as tags and parameters of the run's own
    MLflow run (the drift and performance runs are nested under it), as ``monitoring.retrain.*`` tags on
    the new model version, as ``retrain`` rows of ``monitoring.monitoring_metrics`` (state = the
@@ -70,6 +74,7 @@ class RetrainOutcome:
     decision: str | None = None  # champion or challenger, as the approval gate decided
     seconds: float = 0.0
     log: Path | None = None
+    as_of: dt.date | None = None  # the retrain knew only what was known at this day's issue time (None: everything)
 
     @property
     def display_command(self) -> str:
@@ -80,12 +85,14 @@ class RetrainOutcome:
     def as_dict(self) -> dict[str, object]:
         return {"status": self.status, "reason": self.reason, "command": self.display_command if self.command else None,
                 "exit_code": self.exit_code, "training_run_id": self.training_run_id, "version": self.version,
-                "decision": self.decision, "seconds": self.seconds, "log": self.log}
+                "decision": self.decision, "seconds": self.seconds, "log": self.log,
+                "as_of": str(self.as_of) if self.as_of else None}
 
 
-def retrain_command(champ: Champion, python: str = sys.executable) -> list[str]:
+def retrain_command(champ: Champion, python: str = sys.executable, *, as_of: dt.date | None = None) -> list[str]:
     """``aurum train`` of the champion's recipe (its ``model_spec`` tag) with its backtest, refit and training
-    windows, run by the same interpreter.
+    windows, judged against the served champion (``--against served``), as of ``as_of`` if given, run by the
+    same interpreter.
 
     Raises:
         LineageError: the version has no readable ``model_spec`` tag.
@@ -108,7 +115,20 @@ def retrain_command(champ: Champion, python: str = sys.executable) -> list[str]:
         cmd += ["--refit-days", tags["refit_days"]]
     if tags.get("train_days"):
         cmd += ["--train-days", tags["train_days"]]
+    cmd += ["--against", "served"]
+    if as_of is not None:
+        cmd += ["--as-of", as_of.isoformat()]
     return cmd
+
+
+def retrain_as_of(lake: Lake, market: str, timezone: str, end: dt.date) -> dt.date | None:
+    """``end`` when the lake holds prices of that day or later (a replay: the retrain must not learn what came
+    after the alert window), else None (everything in the lake is before ``end`` anyway)."""
+    try:
+        data_end = default_end(lake, market, timezone, pd.Timestamp.now(tz="UTC"))
+    except MonitoringDataError:
+        return None
+    return end if end < data_end else None
 
 
 def parse_training_output(stdout: str) -> dict[str, str | None]:
@@ -125,10 +145,11 @@ def last_retrain(lake: Lake, market: str) -> pd.Timestamp | None:
     return None if rows.empty else pd.Timestamp(rows["computed_at"].max())
 
 
-def retrain(settings: AurumSettings, champ: Champion, lake: Lake, *, log: Path,
+def retrain(settings: AurumSettings, champ: Champion, lake: Lake, *, log: Path, as_of: dt.date | None = None,
             progress: Callable[[str], None] | None = None) -> RetrainOutcome:
-    """Run ``aurum train`` on the champion's recipe (see the module docstring); never raises for a failed
-    training, which is an outcome (``failed``, with the exit code and the end of its output)."""
+    """Run ``aurum train`` on the champion's recipe against the served champion, as of ``as_of`` if given (see
+    the module docstring); never raises for a failed training, which is an outcome (``failed``, with the exit
+    code and the end of its output)."""
     say = progress or (lambda msg: None)
     cooldown = settings.monitoring.retrain_cooldown_hours
     last = last_retrain(lake, champ.market)
@@ -136,8 +157,8 @@ def retrain(settings: AurumSettings, champ: Champion, lake: Lake, *, log: Path,
     if last is not None and now - last < pd.Timedelta(hours=cooldown):
         return RetrainOutcome("skipped", f"{champ.market} was retrained by a monitor run at {last.isoformat()}, less "
                                          f"than retrain_cooldown_hours={cooldown:g} ago")
-    cmd = retrain_command(champ)
-    outcome = RetrainOutcome("failed", "", cmd, log=log)
+    cmd = retrain_command(champ, as_of=as_of)
+    outcome = RetrainOutcome("failed", "", cmd, log=log, as_of=as_of)
     say(f"retraining: {outcome.display_command}")
     env = dict(os.environ, AURUM_HOME=str(settings.home_dir), AURUM_PROFILE=settings.profile)
     t0 = time.perf_counter()
@@ -260,7 +281,7 @@ def run_monitors(settings: AurumSettings, market: str, days: int, end: dt.date |
                                     if o.state == State.ALERT and o.value is not None)
                 chain["retrain.trigger"] = f"performance alert: {trigger}"
                 outcome = retrain(settings, champ, lake, log=folder / f"retrain_{start}_{last}_{run_id}.log",
-                                  progress=progress)
+                                  as_of=retrain_as_of(lake, m.code, m.timezone, end), progress=progress)
             else:
                 why = ("the performance check could not run" if perf is None else
                        f"the performance state is {perf.state.label}, not alert")
@@ -314,5 +335,6 @@ def _record_retrain(settings, lake, market, champ: Champion, run_id, start, end,
             "monitoring.retrain.trigger_mlflow_run_id": perf.mlflow_run_id if perf is not None else "",
             "monitoring.retrain.monitor_mlflow_run_id": mlflow_run_id,
             "monitoring.retrain.replaces_version": champ.version,
+            "monitoring.retrain.as_of": str(outcome.as_of or ""),
             "monitoring.retrain.decision": outcome.decision or "", "monitoring.retrain.reason": outcome.reason[:500]})
     dashboard.record_check(settings, market.code, rows)

@@ -158,6 +158,53 @@ def run(data: TrainingData, make_model: Callable[[], Forecaster], window: Backte
     return bt
 
 
+def frozen(data: TrainingData, predict: Callable[[pd.DataFrame, tuple[float, ...]], pd.DataFrame],
+           window: BacktestWindow, *, name: str = "served", quantiles: tuple[float, ...] = DEFAULT_QUANTILES
+           ) -> Backtest:
+    """Forecasts of every day of ``window`` by a model that is never refitted: a served version as it is.
+
+    ``predict(features, quantiles)`` takes the rows of :func:`model_inputs` (each day's features as
+    known at its own issue time, the rows :func:`run` forecasts from) and returns the quantile columns.
+    ``fitted_at`` and the training columns stay empty: the model was fitted before, elsewhere.
+
+    Raises:
+        TrainingDataError: the window has no day in the data.
+    """
+    t0 = time.perf_counter()
+    frame, days = data.frame, data.days
+    test = frame[((days >= pd.Timestamp(window.start)) & (days < pd.Timestamp(window.end))).to_numpy()]
+    if test.empty:
+        raise TrainingDataError(
+            f"backtest window [{window.start}, {window.end}) has no day in the data of market "
+            f"{data.market.code!r}, which spans {data.first_day()} to {data.last_day()}")
+    pred = predict(model_inputs(test, data.features), tuple(sorted(quantiles)))
+    forecasts = pd.DataFrame({
+        "market": data.market.code, "delivery_start": test["delivery_start"].to_numpy(),
+        "day": days[test.index].dt.date.to_numpy(), "hour": test["hour"].to_numpy() if "hour" in test else np.nan,
+        "issued_at": test[ISSUED_AT].to_numpy(), "fitted_at": pd.array([pd.NaT] * len(test), dtype="datetime64[ns, UTC]"),
+        "recalibrated_at": pd.array([pd.NaT] * len(test), dtype="datetime64[ns, UTC]"),
+        "train_rows": np.nan, "train_last_target_known_at": pd.array([pd.NaT] * len(test), dtype="datetime64[ns, UTC]"),
+        "actual": test[TARGET].to_numpy(), "naive": weekly_lag(test) if NAIVE in test else np.nan,
+    })
+    for c in pred.columns:
+        forecasts[c] = pred[c].to_numpy()
+    bt = Backtest(name, window, forecasts, tuple(sorted(quantiles)), 0, time.perf_counter() - t0)
+    bt.metrics = scores(bt)
+    return bt
+
+
+def days_from(bt: Backtest, first: dt.date) -> Backtest:
+    """The same backtest restricted to its days from ``first`` on, scored again on those days only."""
+    keep = (bt.forecasts["day"] >= first).to_numpy()
+    if not keep.any():
+        raise TrainingDataError(f"backtest {bt.name!r} of [{bt.window.start}, {bt.window.end}) has no day from {first} on")
+    out = Backtest(bt.name, BacktestWindow(max(first, bt.window.start), bt.window.end, bt.window.refit_days,
+                                           bt.window.train_days),
+                   bt.forecasts[keep].reset_index(drop=True), bt.quantiles, bt.fits, bt.seconds)
+    out.metrics = scores(out)
+    return out
+
+
 def _training_rows(data: TrainingData, day: pd.Timestamp, window: BacktestWindow) -> tuple[pd.Timestamp, np.ndarray]:
     """The issue time of ``day`` and the rows a model issued then may learn from: delivery days before
     it whose target was public at that time (within the training window, if any)."""

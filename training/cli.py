@@ -56,6 +56,14 @@ def _print_comparison(comparison) -> None:
 
 Params = Annotated[list[str] | None, typer.Option("--param", help="Model parameter NAME=VALUE (JSON value), repeatable.")]
 FromStudy = Annotated[bool, typer.Option(help="Take the parameters of the best trial of the model's Optuna study.")]
+AsOf = Annotated[str | None, typer.Option(
+    "--as-of", help="Train as on this local delivery day's issue time (gate closure on the day before), YYYY-MM-DD: "
+                    "the backtest ends at it and only earlier delivery days are read (default: everything).")]
+Against = Annotated[str, typer.Option(
+    help="What the approval gate compares the candidate with: 'recipe' (the champion's recipe backtested again on "
+         "the same window: a new recipe against the old) or 'served' (the champion version as served, frozen, on "
+         "the days after its training data: a fresh fit against the model in service).")]
+Baselines = Annotated[str, typer.Option(help="Comma-separated baselines to backtest beside it (naive, lear), or 'none'.")]
 
 
 def _spec(settings, model: str, market: str, params: list[str] | None, from_study: bool):
@@ -79,17 +87,41 @@ def _spec(settings, model: str, market: str, params: list[str] | None, from_stud
     return ModelSpec.of(model, **values)
 
 
+def _baselines(text: str) -> tuple[str, ...]:
+    from training import pipeline
+
+    chosen = tuple(b.strip() for b in text.split(",") if b.strip() and b.strip() != "none")
+    unknown = [b for b in chosen if b not in pipeline.BASELINES]
+    if unknown:
+        raise typer.BadParameter(f"unknown baseline {unknown[0]!r}; expected {', '.join(pipeline.BASELINES)} or none",
+                                 param_hint="--baselines")
+    return chosen
+
+
+def _against(text: str) -> str:
+    from training import approval
+
+    if text not in approval.AGAINST:
+        raise typer.BadParameter(f"{text!r} is not a gate mode; expected {' or '.join(approval.AGAINST)}",
+                                 param_hint="--against")
+    return text
+
+
 def train(market: Market, model: Model = "lgbm", backtest_days: BacktestDays = 28, refit_days: RefitDays = 7,
           train_days: TrainDays = None, param: Params = None, from_study: FromStudy = False,
+          as_of: AsOf = None, against: Against = "recipe", baselines: Baselines = "naive,lear",
           approve: Annotated[bool, typer.Option(help="Run the approval gate after registering.")] = True) -> None:
     """Train a forecaster for one market through the feature service, backtest it against the weekly
     naive and LEAR baselines, log everything to MLflow, register it and run the approval gate."""
     from training import pipeline
 
+    day = _day(as_of, "--as-of") if as_of else None
+    gate, chosen = _against(against), _baselines(baselines)
     settings = _settings()
     spec = _spec(settings, model, market, param, from_study)
-    result = pipeline.train(settings, market, spec, backtest_days=backtest_days,
-                            refit_days=refit_days, train_days=train_days, approve=approve, progress=_say)
+    result = pipeline.train(settings, market, spec, backtest_days=backtest_days, refit_days=refit_days,
+                            train_days=train_days, baselines=chosen, approve=approve, as_of=day, against=gate,
+                            progress=_say)
     _print_comparison(result.comparison)
     typer.echo(f"run {result.run_id}: {result.model_name} version {result.version}")
     if result.decision is not None:
@@ -101,8 +133,10 @@ def backtest(market: Market, model: Model = "lgbm",
              start: Annotated[str | None, typer.Option("--from", help="First local delivery day to forecast, YYYY-MM-DD.")] = None,
              end: Annotated[str | None, typer.Option("--to", help="Day after the last one to forecast (default: the end of the data).")] = None,
              backtest_days: BacktestDays = 28, refit_days: RefitDays = 7, train_days: TrainDays = None,
-             param: Params = None, from_study: FromStudy = False,
-             baselines: Annotated[str, typer.Option(help="Comma-separated baselines to backtest beside it (naive, lear), or 'none'.")] = "naive,lear",
+             param: Params = None, from_study: FromStudy = False, baselines: Baselines = "naive,lear",
+             as_of: Annotated[str | None, typer.Option(
+                 "--as-of", help="Backtest as of this local delivery day, YYYY-MM-DD: the window ends at it and "
+                                 "only earlier delivery days are read (checked against the data; instead of --to).")] = None,
              ) -> None:
     """Rolling-origin backtest: forecast each day D with only what was known on D-1, refitting every
     --refit-days, beside the weekly naive and LEAR baselines; logged as an MLflow run (not registered)."""
@@ -110,21 +144,24 @@ def backtest(market: Market, model: Model = "lgbm",
     from training import backtest as bt
     from training import pipeline
 
+    if as_of and end:
+        raise typer.BadParameter(f"--as-of {as_of!r} and --to {end!r} both end the window; expected one of them",
+                                 param_hint="--as-of")
+    day = _day(as_of, "--as-of") if as_of else None
+    chosen = _baselines(baselines)
     settings = _settings()
     spec = _spec(settings, model, market, param, from_study)
-    chosen = tuple(b.strip() for b in baselines.split(",") if b.strip() and b.strip() != "none")
-    unknown = [b for b in chosen if b not in pipeline.BASELINES]
-    if unknown:
-        raise typer.BadParameter(f"unknown baseline {unknown[0]!r}; expected {', '.join(pipeline.BASELINES)} or none",
-                                 param_hint="--baselines")
     session = pipeline.Session.open(settings)
     first, last = pipeline.history_window(session.lake, market)
-    stop = _day(end, "--to") if end else last
+    if day is not None:
+        stop = pipeline.check_as_of(session.lake, market, day, 0 if start else backtest_days)
+    else:
+        stop = _day(end, "--to") if end else last
     begin = _day(start, "--from") if start else stop - dt.timedelta(days=backtest_days)
     window = bt.BacktestWindow(begin, stop, refit_days, train_days)
     data = pipeline.load_data(session, market, 0, start=first, end=stop)
     results, comparison = pipeline.run_backtests(data, spec, window, baselines=chosen, progress=_say)
-    with ml.run(session.experiment_id, f"backtest {spec.kind} {market}", tags=pipeline.run_tags(data, spec, "backtest")) as run_id:
+    with ml.run(session.experiment_id, f"backtest {spec.kind} {market}", tags=pipeline.run_tags(data, spec, "backtest") | {"as_of": str(day or "")}) as run_id:
         pipeline.log_run(data, spec, window, results, comparison)
     _print_comparison(comparison)
     typer.echo(f"run {run_id}: backtest of {spec.kind} on {market}, {window.start} .. {window.end}")
@@ -155,12 +192,14 @@ def tune(market: Market, model: Model = "lgbm",
 
 
 def approve(market: Market,
-            version: Annotated[str | None, typer.Option(help="Registered version to judge (default: the newest).")] = None) -> None:
+            version: Annotated[str | None, typer.Option(help="Registered version to judge (default: the newest).")] = None,
+            against: Against = "recipe") -> None:
     """Run the approval gate on a registered version: champion if better than the current one by the
     margin and it passes the quality checks, otherwise challenger with the reason."""
     from models import mlflow_model as ml
     from training import pipeline, tracking
 
+    gate = _against(against)
     settings = _settings()
     session = pipeline.Session.open(settings)
     name = tracking.model_name(settings, market)
@@ -170,7 +209,7 @@ def approve(market: Market,
             raise typer.BadParameter(f"{name!r} has no registered version; run aurum train --market {market}",
                                      param_hint="--market")
         version = found[0].version
-    decision = pipeline.approve_candidate(session, market, version)
+    decision = pipeline.approve_candidate(session, market, version, against=gate)
     typer.echo(f"{name} version {version}: {decision.alias}: {decision.reason}")
 
 
@@ -191,8 +230,10 @@ def models_list(market: Market) -> None:
         mae = f"MAE {metrics['mae']:.3f}" if "mae" in metrics else ""
         kind = json.loads(v.tags.get("model_spec", "{}")).get("kind", "?")
         created = dt.datetime.fromtimestamp(v.created / 1000, dt.timezone.utc).isoformat(timespec="seconds")
+        against = v.tags.get("approval.against")
+        gate = f"[{against}] " if against else ""
         typer.echo(f"v{v.version:<4} {kind:<9} {','.join(v.aliases) or '-':<11} {created} {mae:<11} "
-                   f"{v.tags.get('approval.decision', '')}: {v.tags.get('approval.reason', '')}")
+                   f"{v.tags.get('approval.decision', '')}: {gate}{v.tags.get('approval.reason', '')}")
 
 
 @models_app.command("promote")
@@ -224,8 +265,9 @@ def models_history(market: Market) -> None:
     settings = _settings()
     tracking.open_tracking(settings)
     for e in approval.history(settings, tracking.model_name(settings, market)):
+        gate = f" [against {e['against']}]" if e.get("against") else ""
         typer.echo(f"{e['at']}  {e['action']:<9} v{e['version']:<4} -> {e['alias']:<10} (was v{e['previous_version'] or '-'}) "
-                   f"by {e['who']}: {e['why']}")
+                   f"by {e['who']}{gate}: {e['why']}")
 
 
 def ui(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000) -> None:

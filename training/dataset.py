@@ -69,6 +69,15 @@ def delivery_rows(market: Market, start: dt.date, end: dt.date) -> pd.DataFrame:
     return pd.DataFrame({"market": market.code, "delivery_start": hours, featurestore.ENTITY_TIMESTAMP: issued})
 
 
+def issue_time(market: Market, day: dt.date) -> pd.Timestamp:
+    """When the forecast of local delivery day ``day`` is issued: gate closure on the day before (UTC).
+
+    Training "as of" a day uses only what was known then: features stamped and prices published by
+    this instant.
+    """
+    return pd.Timestamp(delivery_rows(market, day, day + dt.timedelta(days=1))[featurestore.ENTITY_TIMESTAMP].min())
+
+
 def load(store, lake: Lake, market_code: str, start: dt.date, end: dt.date, *, service: str,
          min_days: int = 1) -> TrainingData:
     """Features (point in time, through ``service``) and targets of the local days ``[start, end)``.

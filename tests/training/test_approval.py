@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.errors import RegistryError
+from features.errors import ConfigurationError, RegistryError
 from features.settings import ApprovalSettings
 from training import approval, backtest
 
@@ -64,3 +64,19 @@ def test_missing_forecasts_fail_and_the_coverage_band_widens_only_on_short_backt
     assert not approval.judge(bt, None, RULES).checks["no_missing_forecast"]
     assert approval.coverage_band(RULES, 14) == pytest.approx((0.8 - 0.2095, 0.8 + 0.2095), abs=1e-3)
     assert approval.coverage_band(RULES, 365) == RULES.coverage_band
+
+
+def test_the_decision_records_what_the_candidate_was_compared_with_and_on_which_days():
+    champion, candidate = make(normal(10)), make(normal(8), half_width=10.3)
+    d = approval.judge(candidate, champion, RULES, against="served", basis="against the served champion v3")
+    assert d.promote and d.against == "served" and d.judged == ("2024-01-01", "2024-02-29")
+    assert d.reason.startswith("against the served champion v3: MAE ")
+    assert approval.judge(candidate, champion, RULES).against == "recipe"
+    with pytest.raises(ConfigurationError, match="approval mode 'frozen' is unknown; expected one of recipe, served"):
+        approval.judge(candidate, champion, RULES, against="frozen")
+    # judged on the days after a date only: both sides rescored on those days
+    late_c, late_h = backtest.days_from(candidate, dt.date(2024, 2, 1)), backtest.days_from(champion, dt.date(2024, 2, 1))
+    d = approval.judge(late_c, late_h, RULES, against="served")
+    assert d.judged == ("2024-02-01", "2024-02-29") and late_c.forecasts["day"].nunique() == 29
+    f = candidate.forecasts[candidate.forecasts["day"] >= dt.date(2024, 2, 1)]
+    assert d.candidate["mae"] == pytest.approx(float((f["actual"] - f["q50"]).abs().mean()))
