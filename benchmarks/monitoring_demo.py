@@ -169,12 +169,18 @@ def plot(weeks: pd.DataFrame, market: str, path: Path, expected_mae: float) -> N
     fig.savefig(path, dpi=90)
 
 
+REPLAY_STATE = "replay_state.json"  # in the home: the replay so far, written after every week (a re-run resumes)
+
+
 def replay_loop(home: Path, market: str, first: dt.date, last_end: dt.date, cooldown_hours: float,
                 say=print) -> tuple[pd.DataFrame, list[dict[str, object]]]:
     """The closed loop over every 7-day window from ``first`` to ``last_end``: judge the serving champion's
     forecasts of the week, retrain on an alert (cooldown in replayed time) as of the week's end against the
     served champion, and let an approved version serve every later day. Returns one row per week (the version
-    that served it, its MAE, error ratio, coverage and state) and one record per retraining."""
+    that served it, its MAE, error ratio, coverage and state) and one record per retraining.
+
+    The replay so far is saved in ``home/replay_state.json`` after every week; a run on the same home resumes
+    after the last saved week, with the champion that served it (a retraining cut off half-way is redone)."""
     from features.lake import Lake
     from features.settings import AurumSettings
     from models import mlflow_model as ml
@@ -183,16 +189,31 @@ def replay_loop(home: Path, market: str, first: dt.date, last_end: dt.date, cool
     from monitoring.champion import champion
     from monitoring.performancecheck import PerformanceMonitor
     from serving import batch
+    from training import pipeline
 
     settings = AurumSettings(home=home)
     lake = Lake.open(settings, create=False)
-    perf = PerformanceMonitor.open(settings, market)
-    as_of = pd.Timestamp("2100-01-01", tz="UTC")
-    scored_until = {perf.champion.version: last_end}  # the first champion scored every day beforehand
+    path = home / REPLAY_STATE
     rows: list[dict[str, object]] = []
     events: list[dict[str, object]] = []
     last_retrain: dt.date | None = None
+    scored_until: dict[str, dt.date] = {}
     start = first
+    if path.exists():
+        saved = json.loads(path.read_text())
+        rows = [r | {"week": dt.date.fromisoformat(r["week"])} for r in saved["rows"]]
+        events = [e | {"week": dt.date.fromisoformat(e["week"]), "as_of": dt.date.fromisoformat(e["as_of"])}
+                  for e in saved["events"]]
+        last_retrain = dt.date.fromisoformat(saved["last_retrain"]) if saved["last_retrain"] else None
+        scored_until = {v: dt.date.fromisoformat(d) for v, d in saved["scored_until"].items()}
+        start = dt.date.fromisoformat(saved["next_week"])
+        if champion(settings, market, lineage=False).version != saved["version"]:
+            pipeline.promote(settings, market, saved["version"], "monitoring demo: replay resumed with the champion "
+                             f"of the week of {start}", who="monitoring demo")
+        say(f"  resuming the replay at the week of {start} with version {saved['version']}")
+    perf = PerformanceMonitor.open(settings, market)
+    scored_until.setdefault(perf.champion.version, last_end)  # the first champion scored every day beforehand
+    as_of = pd.Timestamp("2100-01-01", tz="UTC")
     while start + dt.timedelta(days=7) <= last_end:
         end = start + dt.timedelta(days=7)
         version = perf.champion.version
@@ -229,6 +250,8 @@ def replay_loop(home: Path, market: str, first: dt.date, last_end: dt.date, cool
             if outcome.status == "approved":
                 perf = PerformanceMonitor.open(settings, market)
         start = end
+        path.write_text(json.dumps({"next_week": start, "version": perf.champion.version, "last_retrain": last_retrain,
+                                    "scored_until": scored_until, "rows": rows, "events": events}, default=str))
     return pd.DataFrame(rows), events
 
 
@@ -363,8 +386,10 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(line for line in out.splitlines() if line.startswith(("run ", "approval: "))))
         listed = aurum(env, "models", "list", "--market", m)
     print(listed.strip())
+    frozen_csv = home / "frozen_weeks.csv"
+    resume = (home / REPLAY_STATE).exists() and frozen_csv.exists() and not args.no_retrain
     first = [line.split() for line in listed.splitlines() if line.startswith("v1 ")]
-    if not first or "champion" not in first[0][2].split(","):
+    if not resume and (not first or "champion" not in first[0][2].split(",")):
         # The gate judges the interval's calibration on the backtest quarter; a demonstration of monitoring
         # still needs a model in service, so the version is promoted by hand, and says so. (A home kept from
         # an earlier run whose loop promoted later versions starts again from version 1.)
@@ -374,20 +399,30 @@ def main(argv: list[str] | None = None) -> None:
     aurum(env, "ingest", "entsoe", m, str(later))
     aurum(env, "features", "compute", "--markets", m)
     last_day = monitor_end - dt.timedelta(days=1)
-    print(aurum(env, "score", "--market", m, "--from", str(first_week), "--to", str(last_day), "--no-progress").strip())
+    if not resume:  # the first champion forecasts every day; its weekly checks are the frozen reference
+        print(aurum(env, "score", "--market", m, "--from", str(first_week), "--to", str(last_day),
+                    "--no-progress").strip())
     prepared = time.perf_counter() - t0
     t1 = time.perf_counter()
-    if args.records:
+    if args.records and not resume:
         n = (monitor_end - first_week).days // 7
         aurum(env, "monitor", "run", "--market", m, "--window", "7d", "--end", str(monitor_end), "--windows", str(n))
-    weeks = weekly(home, m, first_week, monitor_end)
+    if resume:
+        weeks = pd.read_csv(frozen_csv, parse_dates=["week"])
+        weeks["week"] = weeks["week"].dt.date
+    else:
+        weeks = weekly(home, m, first_week, monitor_end)
+        weeks.to_csv(frozen_csv, index=False)
     monitored = time.perf_counter() - t1
     from features.settings import AurumSettings
-    from monitoring.champion import champion
+    from models import mlflow_model as ml
+    from monitoring.champion import Champion
     from monitoring.expectation import Expectation
 
     settings = AurumSettings(home=home)
-    expected = Expectation.of(settings, champion(settings, m, lineage=False))
+    ml.configure(settings.mlflow_tracking_uri())
+    v1 = ml.version(f"{settings.mlflow.model_prefix}{m}", "1")
+    expected = Expectation.of(settings, Champion(m, v1.name, "1", None, dict(v1.tags), v1.run_id))
     if args.plot:
         plot(weeks, m, args.plot, expected.metrics["mae"])
     report = [f"prepared (ingest, features, train, score) in {prepared:.0f} s; {len(weeks)} weeks monitored in "
@@ -430,7 +465,6 @@ def main(argv: list[str] | None = None) -> None:
         if args.plot:
             plot_retrain(weeks, replay, events, m, args.plot.with_name(f"{args.plot.stem}_retrain{args.plot.suffix}"))
         replay.to_csv(home / "replay_weeks.csv", index=False)
-        weeks.to_csv(home / "frozen_weeks.csv", index=False)
     if args.write_docs:
         when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         write_docs(SECTION, [f"Run {when}: `{command_line('monitoring_demo.py', argv)}` ({args.market}, champion "
