@@ -432,12 +432,15 @@ class Lake:
         transform: Callable[[pa.Table | None], pa.Table | None],
         *,
         properties: dict[str, str] | None = None,
+        select: Callable[[list[DataFile]], list[DataFile]] | None = None,
     ) -> Commit:
         """Replace the data files that may hold rows in ``scope`` by ``transform(their rows)``.
 
         ``transform`` gets every row of those files (None when there are none) and returns the
-        new content for them; rows outside ``scope`` must be passed through. One snapshot is
-        committed; on a conflict with a concurrent writer the whole step is redone.
+        new content for them; rows outside ``scope`` must be passed through. ``select``, if given,
+        narrows those files to the ones it returns (on the fresh table state of every attempt);
+        when it returns none, nothing is committed. One snapshot is committed; on a conflict with a
+        concurrent writer the whole step is redone.
         """
         retries = self.settings.commit_retries
         for attempt in range(retries + 1):
@@ -446,6 +449,11 @@ class Lake:
             old: pa.Table | None = None
             if table.current_snapshot() is not None:
                 tasks = list(table.scan(row_filter=scope).plan_files())
+                if select is not None:
+                    chosen = {f.file_path for f in select([t.file for t in tasks])}
+                    tasks = [t for t in tasks if t.file.file_path in chosen]
+                    if not tasks:
+                        return Commit(table=name, snapshot_id=None)
                 removed = [t.file for t in tasks]
                 if tasks:
                     old = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)

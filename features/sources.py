@@ -25,7 +25,6 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from features.columns import KNOWN_AT_COLUMNS, VALUE_COLUMNS
 from features.errors import MappingError, SourceFormatError
-from features.timeutil import CONVENTIONS
 
 
 class SourceMapping(BaseModel):

@@ -358,6 +358,7 @@ class ArchiveStats:
     rejected_rows: int
     last_flush_seconds: float | None
     last_error: str | None
+    compactions: int = 0
 
 
 class ForecastArchive:
@@ -372,16 +373,28 @@ class ForecastArchive:
     after ``flush_interval``. When ``max_rows`` rows wait (the lake has refused flushes for a while),
     ``append`` raises :class:`ArchiveBacklogError` rather than grow without bound: the caller serves on
     and flags the loss. ``close()`` (also run at interpreter exit) flushes what is left.
+
+    Every flush leaves a small file in each partition it touches, and a table of ever more files makes
+    every later commit read (and hold in memory) ever longer manifests. So after ``compact_every``
+    flushes into a partition, the same thread merges that partition's files smaller than
+    ``compact_bytes`` into one (:func:`compact_small`): a partition keeps a few large files and fewer
+    than ``compact_every`` small ones, and a commit's cost stops growing with the service's uptime.
+    A failed compaction is logged and retried after the next ``compact_every`` flushes; it never holds
+    rows back. ``compact_every=0`` turns it off.
     """
 
     def __init__(self, lake: Lake, *, flush_interval: float = 1.0, max_rows: int = 200_000,
-                 table: str = FORECASTS_TABLE):
+                 table: str = FORECASTS_TABLE, compact_every: int = 16, compact_bytes: int = 16 * 2**20):
         if not flush_interval > 0:
             raise ValueError(f"flush_interval {flush_interval!r} must be a positive number of seconds")
         if max_rows < 1:
             raise ValueError(f"max_rows {max_rows!r} must be at least 1")
+        if compact_every < 0 or compact_every == 1:
+            raise ValueError(f"compact_every {compact_every!r} must be 0 (off) or at least 2 flushes")
         self.lake, self.table = lake, table
         self.flush_interval, self.max_rows = float(flush_interval), int(max_rows)
+        self.compact_every, self.compact_bytes = int(compact_every), int(compact_bytes)
+        self._touched: dict[tuple[str, str, str], int] = {}  # flushes into each partition since its compaction
         self._early_rows = max(1, self.max_rows // 4)
         ensure_forecasts_table(lake, table)
         self._cond = threading.Condition()
@@ -391,7 +404,8 @@ class ForecastArchive:
         self._oldest: float | None = None  # monotonic time of the oldest queued row
         self._retry_at = 0.0
         self._closed = False
-        self._counts = {"appended": 0, "flushed": 0, "flushes": 0, "failed": 0, "refused": 0, "rejected": 0}
+        self._counts = {"appended": 0, "flushed": 0, "flushes": 0, "failed": 0, "refused": 0, "rejected": 0,
+                        "compactions": 0}
         self._last_seconds: float | None = None
         self._last_error: str | None = None
         self._inflight = 0  # rows of the commit under way: they count towards max_rows until they land
@@ -460,7 +474,7 @@ class ForecastArchive:
         with self._cond:
             c = self._counts
             return ArchiveStats(c["appended"], c["flushed"], self._pending_rows, c["flushes"], c["failed"],
-                                c["refused"], c["rejected"], self._last_seconds, self._last_error)
+                                c["refused"], c["rejected"], self._last_seconds, self._last_error, c["compactions"])
 
     def _at_exit(self) -> None:
         if self._closed and not self._pending_rows:
@@ -531,9 +545,10 @@ class ForecastArchive:
             t0 = time.perf_counter()
             tables = self._convert(batch)
             rows = sum(t.num_rows for t in tables)
+            written = pa.concat_tables(tables) if tables else None
             try:
-                if tables:
-                    write_forecasts(self.lake, pa.concat_tables(tables), table=self.table)
+                if written is not None:
+                    write_forecasts(self.lake, written, table=self.table)
             except Exception as exc:  # noqa: BLE001 - whatever failed, the rows must stay queued and be reported
                 with self._cond:
                     self._pending[:0] = tables
@@ -553,7 +568,22 @@ class ForecastArchive:
                 self._last_seconds = time.perf_counter() - t0
                 if rows == n:
                     self._last_error = None
+            if written is not None and self.compact_every:
+                self._compact_touched(written)
             return rows
+
+    def _compact_touched(self, written: pa.Table) -> None:
+        """Count the flush into each partition it touched; compact those that reached ``compact_every``."""
+        for key in partitions_of(written):
+            self._touched[key] = self._touched.get(key, 0) + 1
+        for key in [k for k, n in self._touched.items() if n >= self.compact_every]:
+            del self._touched[key]
+            try:
+                if compact_small(self.lake, *key, max_bytes=self.compact_bytes, table=self.table):
+                    with self._cond:
+                        self._counts["compactions"] += 1
+            except Exception as exc:  # noqa: BLE001 - rows are safe either way; a later compaction catches up
+                log.warning("forecast archive: compaction of %s failed, retried later: %s", "/".join(key), exc)
 
 
 def _flush_at_exit(archive: ForecastArchive) -> None:
@@ -630,6 +660,36 @@ def partition_files(lake: Lake, *, table: str = FORECASTS_TABLE) -> dict[tuple[s
             key = (unquote_plus(m.group(1)), m.group(2), unquote_plus(m.group(3)))
             counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def partitions_of(rows: pa.Table) -> set[tuple[str, str, str]]:
+    """The (market, ``YYYY-MM`` month of delivery in UTC, source) partitions checked archive rows fall in."""
+    months = pc.strftime(rows["delivery_start"], format="%Y-%m", locale="C")
+    keys = pa.table({"m": rows["market"], "month": months, "s": rows["source"]}).group_by(["m", "month", "s"]).aggregate([])
+    return set(zip(keys["m"].to_pylist(), keys["month"].to_pylist(), keys["s"].to_pylist(), strict=True))
+
+
+def compact_small(lake: Lake, market: str, month: str, source: str, *, max_bytes: int = 16 * 2**20,
+                  table: str = FORECASTS_TABLE) -> int:
+    """Merge the data files of one (market, month, source) partition smaller than ``max_bytes`` into one.
+
+    Larger files are left alone, so the cost of a compaction is bounded however long the partition has
+    been written to. One atomic commit, redone on the fresh table if a concurrent writer got in first;
+    rows are unchanged. Returns how many files were merged (0: fewer than two small files).
+    """
+    first = pd.Timestamp(f"{month}-01", tz="UTC")
+    scope = all_of(window_filter(market, first, first + pd.offsets.MonthBegin(1)), equals(source=source))
+    merged = 0
+
+    def small(files: list) -> list:
+        nonlocal merged
+        picked = [f for f in files if f.file_size_in_bytes < max_bytes]  # the scope prunes to the partition
+        merged = len(picked) if len(picked) >= 2 else 0
+        return picked if merged else []
+
+    lake.rewrite(table, scope, lambda old: None if old is None else old.sort_by(_SORT),
+                 properties={"aurum.archive.compacted": f"{market}/{month}/{source}"}, select=small)
+    return merged
 
 
 def compact(lake: Lake, *, market: str | None = None, months: Iterable[str] | None = None, min_files: int = 8,

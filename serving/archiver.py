@@ -75,6 +75,11 @@ class ArchiverProcess:
 
     def __init__(self, env: dict[str, str] | None = None, python: str = sys.executable):
         self.env = dict(env or os.environ)
+        # Allocators that give memory back: with Arrow's default mimalloc pool and glibc's per-thread
+        # arenas the child's RSS grew without bound under a steady load (freed Parquet and Avro buffers kept);
+        # with these it stays flat (docs/benchmarks.md, memory). A deployment's own setting wins.
+        self.env.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+        self.env.setdefault("MALLOC_ARENA_MAX", "2")
         self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), self.env.get("PYTHONPATH")) if p)
         self.python = python
         self.lock = threading.Lock()

@@ -48,7 +48,7 @@ from models.featureframe import CALENDAR_FEATURES, FEATURE_SERVICE
 from models.forecaster import quantile_column
 from models.naive import WeeklyNaive
 from serving import archiver
-from serving.champions import CHALLENGER, CHAMPION, ModelBook, ServedModel
+from serving.champions import CHAMPION, ModelBook, ServedModel
 
 log = logging.getLogger(__name__)
 BASELINE = "baseline"

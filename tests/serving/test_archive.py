@@ -30,6 +30,7 @@ from serving.archive import (
     FORECAST_COLUMNS,
     ForecastArchive,
     compact,
+    compact_small,
     forecast_frame,
     partition_files,
     read_forecasts,
@@ -448,3 +449,31 @@ def test_compact_merges_a_partitions_small_files_and_keeps_every_row(archive_lak
     pd.testing.assert_frame_equal(before.drop(columns=["levels", "values"]), after.drop(columns=["levels", "values"]))
     assert [list(v) for v in before["values"]] == [list(v) for v in after["values"]]
     assert compact(archive_lake, min_files=2) == {}
+
+
+def test_the_archive_compacts_what_its_flushes_touch_so_files_stay_bounded(archive_lake):
+    """Every flush leaves a small file per partition; after ``compact_every`` flushes into a partition the
+    archive merges that partition's small files, so a long-running service does not pile up files (and the
+    ever longer manifests every later commit reads). Rows are unchanged."""
+    april = HOURS + pd.Timedelta(days=30)
+    with ForecastArchive(archive_lake, flush_interval=3600, compact_every=3) as archive:
+        counts = []
+        for i in range(7):
+            archive.append(frame(f"m{i}"))
+            if i % 2:
+                archive.append(frame(f"a{i}", hours=april))  # April is touched every other flush
+            assert archive.flush() == 24 * (1 + i % 2)
+            counts.append(partition_files(archive_lake).get(("SYN_NORTH", "2024-03", "api")))
+        assert counts == [1, 2, 1, 2, 3, 1, 2]  # merged after the 3rd and 6th flush into March
+        assert partition_files(archive_lake)[("SYN_NORTH", "2024-04", "api")] == 1  # its 3rd flush merged it
+        assert archive.stats().compactions == 3
+    got = read_forecasts(archive_lake)
+    assert len(got) == 24 * 10 and got.groupby("request_id").size().eq(24).all()
+    for i in range(2):
+        write_forecasts(archive_lake, to_forecast_table(frame(f"late{i}", hours=april)))
+    assert compact_small(archive_lake, "SYN_NORTH", "2024-03", "api", max_bytes=1) == 0  # no file is that small
+    assert partition_files(archive_lake)[("SYN_NORTH", "2024-03", "api")] == 2
+    assert compact_small(archive_lake, "SYN_NORTH", "2024-04", "api") == 3
+    assert partition_files(archive_lake)[("SYN_NORTH", "2024-04", "api")] == 1
+    with pytest.raises(ValueError, match="compact_every 1"):
+        ForecastArchive(archive_lake, compact_every=1)
