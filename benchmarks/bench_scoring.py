@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 from benchreport import command_line, header_lines, record  # noqa: E402
+from serving.batch import DEFAULT_CHUNK_DAYS  # noqa: E402
 
 SECTION = "## Serving: batch scoring throughput (`aurum score`)"
 PACKAGES = ("feast", "duckdb", "mlflow", "lightgbm", "pyiceberg", "pyarrow", "pandas", "ray")
@@ -345,8 +346,8 @@ def main(argv: list[str] | None = None) -> None:
                     "calendar years ending 2023, a fraction the last days of 2023 (default 1,10)")
     ap.add_argument("--engines", default="local,ray", help="engines, comma-separated (default local,ray)")
     ap.add_argument("--ray-actors", type=int, default=2, help="scoring actors of the ray engine (default 2)")
-    ap.add_argument("--chunk-days", type=int, default=7, help="days per archive commit, as aurum score --chunk-days "
-                    "(default 7, the command's default)")
+    ap.add_argument("--chunk-days", type=int, default=DEFAULT_CHUNK_DAYS, help="days per archive commit, as aurum "
+                    f"score --chunk-days (default {DEFAULT_CHUNK_DAYS}, the command's default)")
     ap.add_argument("--no-inprocess", action="store_true", help="skip the in-process runs (phases)")
     ap.add_argument("--profile", action="store_true", help="also profile the local job at the smallest size")
     ap.add_argument("--profile-top", type=int, default=30, help="functions listed by the profile (default 30)")
