@@ -361,6 +361,9 @@ class ArchiveStats:
     compactions: int = 0
 
 
+COMPACTIONS_PER_FLUSH = 2  # partitions compacted after one flush at most (those with the most flushes first)
+
+
 class ForecastArchive:
     """A buffered, thread-safe writer of forecast rows into ``serving.forecasts``; one per process.
 
@@ -377,8 +380,10 @@ class ForecastArchive:
     Every flush leaves a small file in each partition it touches, and a table of ever more files makes
     every later commit read (and hold in memory) ever longer manifests. So after ``compact_every``
     flushes into a partition, the same thread merges that partition's files smaller than
-    ``compact_bytes`` into one (:func:`compact_small`): a partition keeps a few large files and fewer
-    than ``compact_every`` small ones, and a commit's cost stops growing with the service's uptime.
+    ``compact_bytes`` into one (:func:`compact_small`), at most ``COMPACTIONS_PER_FLUSH`` partitions
+    after one flush, so that flushes keep their pace when traffic touches many months at once: a
+    partition keeps a few large files and a bounded number of small ones, and a commit's cost stops
+    growing with the service's uptime.
     A failed compaction is logged and retried after the next ``compact_every`` flushes; it never holds
     rows back. ``compact_every=0`` turns it off.
     """
@@ -576,7 +581,9 @@ class ForecastArchive:
         """Count the flush into each partition it touched; compact those that reached ``compact_every``."""
         for key in partitions_of(written):
             self._touched[key] = self._touched.get(key, 0) + 1
-        for key in [k for k, n in self._touched.items() if n >= self.compact_every]:
+        due = sorted((k for k, n in self._touched.items() if n >= self.compact_every), key=self._touched.get,
+                     reverse=True)
+        for key in due[:COMPACTIONS_PER_FLUSH]:  # the rest wait for later flushes: appends are not held back
             del self._touched[key]
             try:
                 if compact_small(self.lake, *key, max_bytes=self.compact_bytes, table=self.table):

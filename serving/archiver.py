@@ -78,8 +78,11 @@ class ArchiverProcess:
         # Allocators that give memory back: with Arrow's default mimalloc pool and glibc's per-thread
         # arenas the child's RSS grew without bound under a steady load (freed Parquet and Avro buffers kept);
         # with these it stays flat (docs/benchmarks.md, memory). A deployment's own setting wins.
-        self.env.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-        self.env.setdefault("MALLOC_ARENA_MAX", "2")
+        # A fixed mmap threshold keeps glibc from raising it after large frees (so large buffers go back to
+        # the system at once) and the trim threshold returns freed heap tops.
+        for name, value in (("ARROW_DEFAULT_MEMORY_POOL", "system"), ("MALLOC_ARENA_MAX", "2"),
+                            ("MALLOC_MMAP_THRESHOLD_", "131072"), ("MALLOC_TRIM_THRESHOLD_", "131072")):
+            self.env.setdefault(name, value)
         self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), self.env.get("PYTHONPATH")) if p)
         self.python = python
         self.lock = threading.Lock()

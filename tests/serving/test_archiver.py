@@ -77,6 +77,7 @@ def test_the_child_archives_what_it_was_sent_and_exits_when_the_stream_ends(home
                    Path(f"/proc/{proc.process.pid}/environ").read_text().split("\0") if "=" in item)
     # allocators that return memory: the child's RSS otherwise grows under a steady load
     assert environ["ARROW_DEFAULT_MEMORY_POOL"] == "system" and environ["MALLOC_ARENA_MAX"] == "2"
+    assert environ["MALLOC_MMAP_THRESHOLD_"] == environ["MALLOC_TRIM_THRESHOLD_"] == "131072"
     proc.write([make_record(f"r{i}") for i in range(10)])
     proc.write([make_record("r10")])
     proc.close()
