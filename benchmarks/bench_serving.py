@@ -401,6 +401,7 @@ def soak_tables(res: dict, warmup: float) -> list[str]:
 def soak_verdict(res: dict, warmup: float) -> list[str]:
     samples = res["samples"]
     peak, slope = _peak(samples, "worker"), _slope_per_min(samples, "worker", warmup)
+    child = _slope_per_min(samples, "archiver", warmup)
     pids = {s["archiver_pid"] for s in samples if s["archiver_pid"]}
     failed = sum(n for s, n in res["status"].items() if s != 200)
     return [
@@ -410,7 +411,8 @@ def soak_verdict(res: dict, warmup: float) -> list[str]:
         f"{_slope_per_min(samples, 'archiver', warmup):+.2f} MiB/min.",
         f"- Growth goal (none after the warm-up; flat = under {FLAT_MIB_PER_MIN} MiB/min, 5 MiB in 10 minutes): "
         f"worker {slope:+.2f} MiB/min over {(res['seconds'] - warmup) / 60:.1f} min: "
-        f"{'met' if abs(slope) < FLAT_MIB_PER_MIN else 'not met'}.",
+        f"{'met' if abs(slope) < FLAT_MIB_PER_MIN else 'not met'}; archiver {child:+.2f} MiB/min: "
+        f"{'met' if abs(child) < FLAT_MIB_PER_MIN else 'not met'}.",
         f"- {res['done']:,} requests, {failed} not answered 200; {len(pids)} archiver process(es) seen "
         f"({'no restart' if len(pids) <= 1 else 'restarted'}).",
     ]
@@ -477,13 +479,14 @@ def soak_main(args, argv: list[str] | None) -> None:
                  f"child, sampled every {args.soak_interval:g} s. Start: the worker ready, before any request. The "
                  f"warm-up ends after the fill and at least {args.soak_warmup if args.soak_warmup is not None else args.soak / 5:.0f} s "
                  f"(here {warmup:.0f} s); slopes are least-squares fits over the samples after it and over the last "
-                 "half. The archive is not compacted during the run (a deployment compacts hourly).",
+                 "half. The archiver compacts the partitions its flushes touch as it goes (docs/serving.md, small files).",
                  "- Why RSS climbs in the first minute: BentoML 1.4's `TimeoutMiddleware` schedules a "
                  "`loop.call_later(timeout)` per request and never cancels it; each timer holds the request's "
-                 "context (its OpenTelemetry span, a future) until it fires, `traffic.timeout` (60 s) later. The "
-                 "worker therefore keeps about 5 KB for every request of the last minute (found on this machine: "
-                 "~29,000 live timers and spans after a minute of no-op requests at ~500 req/s, RSS 397 -> 545 MiB, "
-                 "and as many a minute later). It is bounded, but it scales with the request rate and the timeout."]
+                 "context (its OpenTelemetry span, a future) until it fires, `traffic.timeout` later. The "
+                 "worker therefore keeps about 5 KB for every request of the last timeout (found on this machine "
+                 "with BentoML's default 60 s: ~29,000 live timers and spans after a minute of no-op requests at "
+                 "~500 req/s, RSS 397 -> 545 MiB). It is bounded, but it scales with the request rate and the "
+                 "timeout, which the service therefore sets to 15 s."]
         record(SOAK_SECTION, command_line("bench_serving.py", argv), f"{args.soak:.0f} s, {args.soak_clients} clients",
                head, rows, notes)
 
