@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
         notes = [
             goal_line(results),
             *([import_line(imports, sizes[0])] if imports else []),
-            f"- One market (SYN_NORTH, Europe/Berlin): 1 market-year is 2023 (365 days, 8,760 hours); 10 are "
+            "- One market (SYN_NORTH, Europe/Berlin): 1 market-year is 2023 (365 days, 8,760 hours); 10 are "
             "2014-2023 in one job (3,652 days). The synthetic generator has three markets, so ten market-years "
             "are ten years of one; ten one-year jobs of ten markets would pay the start-up ten times.",
             "- Model: LightGBM with 60 trees and conformal intervals (quantiles 0.1, 0.5, 0.9), its inputs read "

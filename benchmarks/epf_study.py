@@ -227,7 +227,6 @@ def main(argv: list[str] | None = None) -> None:
         return rescore(args)
     from models import metrics as M
     from models.dayblock import DayBlocks
-    from models.featureframe import local_day
 
     print("\n".join(header_lines(("lightgbm", "scikit-learn", "pandas"))))
     names = args.models.split(",")
