@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import pickle
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,8 @@ import mlflow.pyfunc
 from features.errors import RegistryUnavailableError
 from models.featureframe import FEATURE_NAMES, FEATURE_SERVICE
 from models.forecaster import DEFAULT_QUANTILES, Forecaster
+
+log = logging.getLogger(__name__)
 
 PACKAGES = ("features", "models")
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,8 +138,45 @@ def download_model(uri: str, dst: str | Path) -> Path:
 
 
 def load_forecaster(uri: str):
-    """The pyfunc model at ``uri`` (``runs:/…``, ``models:/name@alias``, a path)."""
-    return mlflow.pyfunc.load_model(uri)
+    """The pyfunc model at ``uri`` (``runs:/…``, ``models:/name@alias``, a path).
+
+    MLflow's own check of a model's requirements against the environment maps every installed
+    distribution to its modules first (about a third of a model load, on every service start); this
+    compares the model's pinned requirements with the installed versions of just those packages, and
+    its Python version with this interpreter's, and logs each mismatch as a warning.
+    """
+    local = Path(uri) if Path(uri).exists() else Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    for problem in environment_mismatches(local):
+        log.warning("model %s: %s", uri, problem)
+    return mlflow.pyfunc.load_model(str(local), suppress_warnings=True)
+
+
+def environment_mismatches(model_dir: Path) -> list[str]:
+    """What differs between the environment a model was logged with (its ``requirements.txt`` pins and
+    ``python_env.yaml``) and this one, one message per package; empty when everything matches."""
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    req = model_dir / "requirements.txt"
+    for line in req.read_text().splitlines() if req.exists() else []:
+        name, sep, pinned = line.split("#")[0].strip().partition("==")
+        if not sep:
+            continue
+        try:
+            installed = version(name.strip())
+        except PackageNotFoundError:
+            installed = None
+        if installed != pinned.strip():
+            out.append(f"logged with {name.strip()}=={pinned.strip()}, installed: {installed or 'not installed'}")
+    env = model_dir / "python_env.yaml"
+    for line in env.read_text().splitlines() if env.exists() else []:
+        if line.startswith("python:"):
+            logged = line.split(":", 1)[1].strip()
+            running = f"{sys.version_info.major}.{sys.version_info.minor}"
+            if logged.split(".")[:2] != running.split("."):
+                out.append(f"logged with Python {logged}, running {running}")
+    return out
 
 
 def _requirements() -> list[str]:

@@ -15,7 +15,7 @@ mlflow = pytest.importorskip("mlflow")
 
 from models.lear import LEAR  # noqa: E402
 from models.mlflow_model import ROOT  # noqa: E402
-from models.mlflow_model import load_forecaster, log_forecaster, pyfunc_input  # noqa: E402
+from models.mlflow_model import environment_mismatches, load_forecaster, log_forecaster, pyfunc_input  # noqa: E402
 
 
 @pytest.fixture
@@ -68,3 +68,19 @@ def test_pyfunc_round_trip_predicts_the_same_numbers_in_a_fresh_process(syn, tra
     assert done.returncode == 0, done.stderr[-2000:]
     np.testing.assert_allclose(json.loads(done.stdout.strip().splitlines()[-1]), expected["q50"].to_numpy())
     assert run.info.run_id in info.model_uri or info.run_id == run.info.run_id
+
+
+def test_environment_mismatches_name_each_package_and_the_python_version(tmp_path):
+    """The cheap stand-in for MLflow's requirement check (which scans every installed distribution)."""
+    from importlib.metadata import version
+
+    (tmp_path / "requirements.txt").write_text(f"mlflow=={mlflow.__version__}\nlightgbm==0.0.1\n"
+                                               "no-such-package-aurum==1.0\n# a comment\n")
+    (tmp_path / "python_env.yaml").write_text("python: 3.1.0\nbuild_dependencies:\n- pip\n")
+    found = environment_mismatches(tmp_path)
+    assert found == [f"logged with lightgbm==0.0.1, installed: {version('lightgbm')}",
+                     "logged with no-such-package-aurum==1.0, installed: not installed",
+                     f"logged with Python 3.1.0, running {sys.version_info.major}.{sys.version_info.minor}"]
+    (tmp_path / "requirements.txt").write_text(f"mlflow=={mlflow.__version__}\n")
+    (tmp_path / "python_env.yaml").write_text(f"python: {sys.version.split()[0]}\n")
+    assert environment_mismatches(tmp_path) == []
