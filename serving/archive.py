@@ -387,8 +387,8 @@ class ForecastArchive:
     flushes into a partition, the same thread merges that partition's files smaller than
     ``compact_bytes`` into one (:func:`compact_small`), at most ``COMPACTIONS_PER_FLUSH`` partitions
     after one flush, so that flushes keep their pace when traffic touches many months at once: a
-    partition keeps a few large files and a bounded number of small ones, and a commit's cost stops
-    growing with the service's uptime.
+    partition keeps files of about ``compact_bytes`` and a bounded number of smaller ones, and a commit's
+    cost stops growing with the service's uptime (merging further is a maintenance job: :func:`compact`).
     A failed compaction is logged and retried after the next ``compact_every`` flushes; it never holds
     rows back. ``compact_every=0`` turns it off.
     """
