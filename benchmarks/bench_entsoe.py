@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchreport import command_line, header_lines, record  # noqa: E402
+from benchreport import command_line, header_lines, record, require_shared_data  # noqa: E402
 
 SECTION = "## ENTSO-E zones: the unchanged pipeline on nine bidding zones"
 PACKAGES = ("lightgbm", "scikit-learn", "mlflow", "feast", "pyiceberg", "pandas", "numpy")
@@ -319,9 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--home", type=Path, default=None, help="AURUM_HOME to use (default: a fresh temporary one, removed after)")
     ap.add_argument("--write-docs", action="store_true", help="record the result in docs/benchmarks.md")
     args = ap.parse_args(argv)
-    data_dir = Path(os.environ.get("AURUM_DATA_DIR", REPO.parent / "shared" / "data"))
-    if not (data_dir / "entsoe").is_dir():
-        sys.exit(f"the ENTSO-E files are not in {data_dir / 'entsoe'}; set AURUM_DATA_DIR")
+    data_dir = require_shared_data("entsoe", "ENTSO-E")
     zones = [z.strip() for z in args.zones.split(",") if z.strip()]
     unknown = [z for z in zones if not (data_dir / "entsoe" / f"{z}.csv").is_file()]
     if unknown:

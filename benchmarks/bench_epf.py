@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchreport import command_line, header_lines, record  # noqa: E402
+from benchreport import command_line, header_lines, record, require_shared_data  # noqa: E402
 
 SECTION = "## EPF benchmark: NP, BE, FR through ingest, feature store and aurum backtest"
 PACKAGES = ("lightgbm", "scikit-learn", "mlflow", "feast", "pandas", "numpy")
@@ -191,9 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--home", type=Path, default=None, help="AURUM_HOME to use (default: a fresh temporary one, removed after)")
     ap.add_argument("--write-docs", action="store_true", help="record the result in docs/benchmarks.md")
     args = ap.parse_args(argv)
-    data_dir = Path(os.environ.get("AURUM_DATA_DIR", REPO.parent / "shared" / "data"))
-    if not (data_dir / "epf").is_dir():
-        sys.exit(f"the EPF files are not in {data_dir / 'epf'}; set AURUM_DATA_DIR")
+    data_dir = require_shared_data("epf", "EPF")
     markets = [m.strip() for m in args.markets.split(",") if m.strip()]
     home = args.home or Path(tempfile.mkdtemp(prefix="aurum-bench-epf-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AURUM_")} | {"AURUM_HOME": str(home)}

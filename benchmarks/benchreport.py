@@ -16,6 +16,21 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
+def shared_data(kind: str | None = None) -> Path:
+    """The real market files (``AURUM_DATA_DIR``, default ``../shared/data`` beside the checkout), or
+    their ``kind`` subfolder (``epf``, ``entsoe``)."""
+    root = Path(os.environ.get("AURUM_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    return root / kind if kind else root
+
+
+def require_shared_data(kind: str, what: str) -> Path:
+    """The folder of ``kind`` files (:func:`shared_data`); exits naming the folder when it is missing."""
+    folder = shared_data(kind)
+    if not folder.is_dir():
+        sys.exit(f"the {what} files are not in {folder}; set AURUM_DATA_DIR")
+    return folder.parent
+
+
 def machine() -> dict[str, str]:
     cpu = platform.processor() or platform.machine()
     try:

@@ -19,7 +19,6 @@ subsamples N days (whole weeks, evenly spread) of the phase's period.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.benchreport import header_lines  # noqa: E402
+from benchmarks.benchreport import header_lines, shared_data  # noqa: E402
 
 PAPER = {  # Table 3: MAE, rMAE, sMAPE, RMSE of the DNN and LEAR ensembles
     "NP": {"DNN": (1.683, 0.407, 4.880, 3.319), "LEAR": (1.738, 0.420, 5.009, 3.362)},
@@ -42,7 +41,7 @@ VALIDATION_DAYS = 364
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("AURUM_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    return shared_data()
 
 
 def load_market(code: str) -> tuple[pd.DataFrame, pd.Series]:

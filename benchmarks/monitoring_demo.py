@@ -53,10 +53,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchreport import command_line, header_lines, write_docs  # noqa: E402
+from benchreport import command_line, header_lines, shared_data, write_docs  # noqa: E402
 
 PACKAGES = ("evidently", "lightgbm", "pandas", "mlflow", "feast")
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "entsoe"
+DEFAULT_DATA = shared_data("entsoe")
 SECTION = "## Monitoring: real-data demonstration (NL 2020-2022)"
 
 
