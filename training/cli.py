@@ -99,12 +99,13 @@ def _baselines(text: str) -> tuple[str, ...]:
 
 
 def _against(text: str) -> str:
+    from features.errors import ConfigurationError
     from training import approval
 
-    if text not in approval.AGAINST:
-        raise typer.BadParameter(f"{text!r} is not a gate mode; expected {' or '.join(approval.AGAINST)}",
-                                 param_hint="--against")
-    return text
+    try:
+        return approval.check_against(text)
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--against") from exc
 
 
 def train(market: Market, model: Model = "lgbm", backtest_days: BacktestDays = 28, refit_days: RefitDays = 7,

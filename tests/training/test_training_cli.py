@@ -56,9 +56,9 @@ def test_as_of_days_outside_the_data_and_bad_gate_modes_are_clear_errors(monkeyp
     bad = runner.invoke(app, ["train", "--market", MARKET, "--as-of", "2024-02-30"])
     assert bad.exit_code == 2 and "'2024-02-30' is not a day; expected YYYY-MM-DD" in bad.output
     bad = runner.invoke(app, ["train", "--market", MARKET, "--against", "best"])
-    assert bad.exit_code == 2 and "'best' is not a gate mode; expected recipe or served" in bad.output
+    assert bad.exit_code == 2 and "approval mode 'best' is unknown; expected one of recipe, served" in bad.output
     bad = runner.invoke(app, ["approve", "--market", MARKET, "--against", "frozen"])
-    assert bad.exit_code == 2 and "'frozen' is not a gate mode" in bad.output
+    assert bad.exit_code == 2 and "approval mode 'frozen' is unknown" in bad.output
     bad = runner.invoke(app, ["backtest", "--market", MARKET, "--as-of", "2024-04-01", "--to", "2024-04-08"])
     assert bad.exit_code == 2 and "both end the window" in bad.output
     listed = runner.invoke(app, ["models", "list", "--market", MARKET])
