@@ -519,7 +519,9 @@ def main(argv: list[str] | None = None) -> None:
         base = {"AURUM_SERVING__ARCHIVE": os.environ.get("BENCH_ARCHIVE", "true")}
         results = [run_variant(home, key, "forecast cache on (default)", base, args),
                    run_variant(home, key, "caches off", {**base, "AURUM_SERVING__CACHE_SIZE": "0", "AURUM_SERVING__ONLINE_CACHE": "0"}, args),
-                   run_variant(home, key, "no online plan (Feast imported)", {**base, "AURUM_SERVING__ONLINE_PLAN": "false"}, args)]
+                   run_variant(home, key, "no online plan (Feast imported)", {**base, "AURUM_SERVING__ONLINE_PLAN": "false"}, args),
+                   run_variant(home, key, "archive without compaction", {**base, "AURUM_SERVING__ARCHIVE_COMPACT_EVERY": "0"}, args),
+                   run_variant(home, key, "archive off", {"AURUM_SERVING__ARCHIVE": "false"}, args)]
     head = header_lines(PACKAGES)
     rows = [*table(results, args.clients), "", "Cold start by phase (seconds):", "", *breakdown(results)]
     print("\n".join(["", *head, "", *rows]))
@@ -531,6 +533,8 @@ def main(argv: list[str] | None = None) -> None:
             "directly in Feast's layout), the calendar computed at request time, the model (or the cache "
             "keyed by the exact feature values), the JSON response and the archive enqueue.",
             "- 'caches off' reads the online store and runs the model on every request: the cost of a forecast whose inputs just changed. 'no online plan' imports Feast at start-up to resolve the feature service.",
+            "- 'archive without compaction' never merges the archive's small files (`serving.archive_compact_every` 0); "
+            "'archive off' archives nothing: together they show what the archive and its merges cost the requests.",
         ]
         record(SECTION, command_line("bench_serving.py", argv), f"{args.requests} sequential requests per endpoint, "
                f"{args.clients} clients x {args.seconds:.0f} s x 2 per endpoint", head, rows, notes)

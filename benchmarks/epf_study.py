@@ -88,9 +88,38 @@ def lear_with_lagged_exogenous(**kw):
     return _LaggedExogenousLEAR(**kw)
 
 
+def lgbm_with_lagged_exogenous(**kw):
+    """A measurement-only LightGBM that also sees the day blocks of the exogenous forecasts of D-1 and D-7.
+
+    Like :func:`lear_with_lagged_exogenous`: the values come from the previous days' rows of the same
+    frame (``needs_history``), which a serving request does not hold.
+    """
+    from models.dayblock import DayBlocks
+    from models.lear import PRICE_LAGS
+    from models.lightgbm_forecaster import LightGBMForecaster
+
+    class _LaggedExogenousGBM(LightGBMForecaster):
+        needs_history = True
+
+        def _design(self, frame, columns, block_columns):
+            x = super()._design(frame, columns, block_columns)
+            exo = [c for c in block_columns if c not in PRICE_LAGS]
+            blocks = DayBlocks.of(frame)
+            cube = blocks.pivot(frame[exo].to_numpy(dtype=float)).transpose(0, 2, 1).reshape(len(blocks), -1)
+            index = {(m, d): i for i, (m, d) in enumerate(zip(blocks.days["market"], blocks.days["day"]))}
+            extra = []
+            for lag in (1, 7):
+                src = np.array([index.get((m, d - pd.Timedelta(days=lag)), -1) for m, d in
+                                zip(blocks.days["market"], blocks.days["day"])])
+                extra.append(np.where(src[:, None] >= 0, cube[np.maximum(src, 0)], np.nan))
+            return np.hstack([x, np.hstack(extra)[blocks.block]])
+
+    return _LaggedExogenousGBM(**kw)
+
+
 def model_factory(name: str, n_jobs: int):
     from models.conformal import ConformalForecaster
-    from models.lear import LEAR
+    from models.lear import LEAR, PRICE_LAGS
     from models.lightgbm_forecaster import LightGBMForecaster
     from models.naive import WeeklyNaive
 
@@ -110,6 +139,16 @@ def model_factory(name: str, n_jobs: int):
         "lgbm_hourly": lambda: gbm(structure="per_hour", inputs="same_hour", target_transform="asinh"),
         "lgbm_block_raw": lambda: gbm(inputs="day_block", target_transform="none"),
         "lgbm_hourly_raw": lambda: gbm(structure="per_hour", inputs="same_hour", target_transform="none"),
+        "lgbm_p4": lambda: gbm(block_prices=PRICE_LAGS),  # the day blocks of D-1, D-2, D-3 and D-7
+        "lgbm_slow": lambda: gbm(n_estimators=600, params={"learning_rate": 0.05}),
+        "lgbm_p4_slow": lambda: gbm(block_prices=PRICE_LAGS, n_estimators=600, params={"learning_rate": 0.05}),
+        "lgbm_p4_asinh": lambda: gbm(block_prices=PRICE_LAGS, target_transform="asinh"),
+        "lgbm_p4_hourly": lambda: gbm(block_prices=PRICE_LAGS, structure="per_hour"),
+        "lgbm_p4_l2": lambda: gbm(block_prices=PRICE_LAGS, median_objective="l2"),
+        "lgbm_p4_asinh_l2": lambda: gbm(block_prices=PRICE_LAGS, target_transform="asinh", median_objective="l2"),
+        "lgbm_exo_lags": lambda: lgbm_with_lagged_exogenous(n_jobs=n_jobs),
+        "lgbm_p4_exo_lags": lambda: lgbm_with_lagged_exogenous(n_jobs=n_jobs, block_prices=PRICE_LAGS),
+        "lear_long_recal": lambda: LEAR(windows=(56, 84, 1092, 1456), recalibrate=True),
     }
     if name.startswith("cqr_"):  # conformal intervals (182 calibration days) around another model
         return ConformalForecaster(model_factory(name[4:], n_jobs), calibration_days=182)

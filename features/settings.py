@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.errors import ConfigurationError
@@ -119,6 +119,9 @@ class ServingSettings(BaseModel):
     stale_after_s: float | None = Field(
         None, gt=0, description="Features older than this at the issue time are stale (default: the feature views' TTL).")
     archive: bool = Field(True, description="Append every served forecast to the Iceberg table `forecasts`.")
+    archive_compact_every: int = Field(
+        16, ge=0, description="Merge a partition's small archive files after this many flushes into it "
+                              "(0 = never; 1 is not allowed: at least 2).")
     max_missing_hours: int = Field(
         1, ge=0, description="Hours of a day a model input may be missing (a lag of the hour a DST change removed) "
                              "before the baseline answers instead of the model.")
@@ -138,6 +141,13 @@ class ServingSettings(BaseModel):
     key_cache_seconds: float = Field(
         30.0, ge=0, description="How long a verified API key is trusted without a database read; a revocation "
         "takes effect in other processes within this time (0: read the database on every request).")
+
+    @field_validator("archive_compact_every")
+    @classmethod
+    def _compact_every(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("archive_compact_every 1 would merge after every flush; use 0 (never) or at least 2")
+        return v
 
 
 class AlertRules(BaseModel):

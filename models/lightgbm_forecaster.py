@@ -3,7 +3,8 @@
 One LightGBM booster per fitted quantile level (pinball objective), per market, and either one
 booster for all hours (``structure="pooled"``, the hour is a feature) or one per local hour
 (``"per_hour"``). ``inputs="day_block"`` adds, to each row, the whole day's context from the rows
-of the same delivery day: the 24 hourly prices of D-1 (``price_lag_P1D`` of each hour) and the
+of the same delivery day: the 24 hourly prices of D-1 (``price_lag_P1D`` of each hour; with
+``block_prices`` also those of D-2, D-3 and D-7, as the paper's LEAR sees them) and the
 exogenous forecasts of every hour of D, plus their daily mean, min and max. ``target_transform``
 ``"asinh"`` fits in ``asinh((price - median) / MAD)`` space (median and MAD of the training
 target) and transforms back; quantiles are equivariant under this monotone map.
@@ -27,7 +28,7 @@ from features.errors import QuantileError
 from models.dayblock import HOURS, DayBlocks
 from models.featureframe import CALENDAR_FEATURES, EXOGENOUS_FEATURES, PRICE_FEATURES
 from models.forecaster import DEFAULT_QUANTILES, MarketwiseForecaster, check_quantiles
-from models.lear import InvariantScaler
+from models.lear import PRICE_LAGS, InvariantScaler
 
 DEFAULT_PARAMS: dict[str, object] = {
     "learning_rate": 0.1, "max_bin": 63, "num_leaves": 31, "min_data_in_leaf": 20, "feature_fraction": 0.8,
@@ -48,14 +49,22 @@ class LightGBMForecaster(MarketwiseForecaster):
 
     def __init__(self, quantiles: tuple[float, ...] = DEFAULT_QUANTILES, *, structure: str = "pooled",
                  inputs: str = "day_block", target_transform: str = "none", n_estimators: int = 200,
-                 params: dict[str, object] | None = None, n_jobs: int = 2, seed: int = 0):
+                 params: dict[str, object] | None = None, n_jobs: int = 2, seed: int = 0,
+                 block_prices: tuple[str, ...] = ("price_lag_P1D",), median_objective: str = "quantile"):
         if structure not in ("pooled", "per_hour"):
             raise ValueError(f"structure {structure!r} must be 'pooled' or 'per_hour'")
         if inputs not in ("same_hour", "day_block"):
             raise ValueError(f"inputs {inputs!r} must be 'same_hour' or 'day_block'")
         if target_transform not in ("asinh", "none"):
             raise ValueError(f"target_transform {target_transform!r} must be 'asinh' or 'none'")
+        unknown = [c for c in block_prices if c not in PRICE_LAGS]
+        if not block_prices or unknown:
+            raise ValueError(f"block_prices {block_prices!r} must be a non-empty subset of {PRICE_LAGS!r}")
+        if median_objective not in ("quantile", "l2"):
+            raise ValueError(f"median_objective {median_objective!r} must be 'quantile' or 'l2'")
+        self.median_objective = median_objective
         self.quantiles = check_quantiles(quantiles)
+        self.block_prices = tuple(block_prices)
         self.structure, self.inputs, self.target_transform = structure, inputs, target_transform
         self.n_estimators, self.params, self.n_jobs, self.seed = n_estimators, dict(params or {}), n_jobs, seed
 
@@ -84,7 +93,8 @@ class LightGBMForecaster(MarketwiseForecaster):
         used, unused = self.usable(frame, candidates)
         block = []
         if self.inputs == "day_block":
-            block = ["price_lag_P1D"] + [c for c in EXOGENOUS_FEATURES if c in used and c != "fuel_price_eur_mwh"]
+            prices = [c for c in getattr(self, "block_prices", ("price_lag_P1D",)) if c in used]
+            block = prices + [c for c in EXOGENOUS_FEATURES if c in used and c != "fuel_price_eur_mwh"]
         scaler = InvariantScaler(y[:, None]) if self.target_transform == "asinh" else None
         z = scaler.transform(y[:, None])[:, 0] if scaler else y
         x = self._design(frame, used, block)
@@ -96,8 +106,11 @@ class LightGBMForecaster(MarketwiseForecaster):
             if not mask.any():
                 continue
             data = lgb.Dataset(x[mask], z[mask], free_raw_data=True, params={"verbose": -1})
+            point = getattr(self, "median_objective", "quantile")
             for q in self.quantiles:
-                params = {**DEFAULT_PARAMS, **self.params, "objective": "quantile", "alpha": q, "verbose": -1,
+                objective = {"objective": "quantile", "alpha": q} if q != 0.5 or point == "quantile" else \
+                    {"objective": "l2"}  # the mean as the point forecast: smoother gradients than the pinball's signs
+                params = {**DEFAULT_PARAMS, **self.params, **objective, "verbose": -1,
                           "num_threads": self.n_jobs, "seed": self.seed, "deterministic": True}
                 state.boosters[(h, q)] = lgb.train(params, data, num_boost_round=self.n_estimators)
         return state, used, unused

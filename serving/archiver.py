@@ -138,6 +138,14 @@ class InProcessArchiver:
         self.archive.close()
 
 
+def open_archive(settings):
+    """The child's :class:`~serving.archive.ForecastArchive` on the home's lake, with the serving settings."""
+    from features.lake import Lake
+    from serving.archive import ForecastArchive
+
+    return ForecastArchive(Lake.open(settings), compact_every=settings.serving.archive_compact_every)
+
+
 def main() -> int:
     """The child: read pickled batches from stdin until EOF, archive them, flush, exit.
 
@@ -149,11 +157,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from features.errors import ArchiveBacklogError
-    from features.lake import Lake
     from features.settings import AurumSettings
-    from serving.archive import ForecastArchive
 
-    archive = ForecastArchive(Lake.open(AurumSettings()))
+    archive = open_archive(AurumSettings())
     stream = sys.stdin.buffer
     taken = 0
     t0 = time.monotonic()

@@ -86,6 +86,18 @@ def test_the_child_archives_what_it_was_sent_and_exits_when_the_stream_ends(home
     assert len(rows) == 11 and (rows == 24).all()
 
 
+def test_the_child_takes_its_compaction_cadence_from_the_settings(home):
+    from pydantic import ValidationError
+
+    for settings, expected in ((AurumSettings(home=home), 16),
+                               (AurumSettings(home=home, serving={"archive_compact_every": 0}), 0)):
+        archive = archiver.open_archive(settings)
+        archive.close()
+        assert archive.compact_every == expected
+    with pytest.raises(ValidationError, match="archive_compact_every 1 would merge after every flush"):
+        AurumSettings(home=home, serving={"archive_compact_every": 1})
+
+
 @pytest.mark.slow
 def test_a_killed_worker_loses_nothing_it_had_sent_and_a_killed_child_is_replaced(home, tmp_path):
     # the worker: sends 20 batches, says so, then dies by SIGKILL without closing anything
