@@ -127,7 +127,7 @@ def train(market: Market, model: Model = "lgbm", backtest_days: BacktestDays = 2
     typer.echo(f"run {result.run_id}: {result.model_name} version {result.version}")
     if result.decision is not None:
         typer.echo(f"approval: {result.decision.alias} ({result.decision.reason})")
-    typer.echo(f"review it: aurum ui  (then http://127.0.0.1:5000/#/experiments)")
+    typer.echo("review it: aurum ui  (then http://127.0.0.1:5000/#/experiments)")
 
 
 def backtest(market: Market, model: Model = "lgbm",
