@@ -520,6 +520,7 @@ def main(argv: list[str] | None = None) -> None:
         results = [run_variant(home, key, "forecast cache on (default)", base, args),
                    run_variant(home, key, "caches off", {**base, "AURUM_SERVING__CACHE_SIZE": "0", "AURUM_SERVING__ONLINE_CACHE": "0"}, args),
                    run_variant(home, key, "no online plan (Feast imported)", {**base, "AURUM_SERVING__ONLINE_PLAN": "false"}, args),
+                   run_variant(home, key, "archiver at the worker's priority", {**base, "AURUM_SERVING__ARCHIVER_NICE": "0"}, args),
                    run_variant(home, key, "archive without compaction", {**base, "AURUM_SERVING__ARCHIVE_COMPACT_EVERY": "0"}, args),
                    run_variant(home, key, "archive off", {"AURUM_SERVING__ARCHIVE": "false"}, args)]
     head = header_lines(PACKAGES)
@@ -534,7 +535,9 @@ def main(argv: list[str] | None = None) -> None:
             "keyed by the exact feature values), the JSON response and the archive enqueue.",
             "- 'caches off' reads the online store and runs the model on every request: the cost of a forecast whose inputs just changed. 'no online plan' imports Feast at start-up to resolve the feature service.",
             "- 'archive without compaction' never merges the archive's small files (`serving.archive_compact_every` 0); "
-            "'archive off' archives nothing: together they show what the archive and its merges cost the requests.",
+            "'archive off' archives nothing: together they show what the archive and its merges cost the requests. "
+            "By default the archiver child runs at niceness 5 (`serving.archiver_nice`); 'archiver at the worker's "
+            "priority' sets 0.",
         ]
         record(SECTION, command_line("bench_serving.py", argv), f"{args.requests} sequential requests per endpoint, "
                f"{args.clients} clients x {args.seconds:.0f} s x 2 per endpoint", head, rows, notes)

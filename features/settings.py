@@ -119,6 +119,9 @@ class ServingSettings(BaseModel):
     stale_after_s: float | None = Field(
         None, gt=0, description="Features older than this at the issue time are stale (default: the feature views' TTL).")
     archive: bool = Field(True, description="Append every served forecast to the Iceberg table `forecasts`.")
+    archiver_nice: int = Field(
+        5, ge=0, le=19, description="Niceness added to the archiver child process: its Iceberg commits and merges "
+                                    "yield the CPU to the requests (0 = the worker's priority).")
     archive_compact_every: int = Field(
         16, ge=0, description="Merge a partition's small archive files after this many flushes into it "
                               "(0 = never; 1 is not allowed: at least 2).")

@@ -73,8 +73,9 @@ def archive_rows(records: list[tuple]) -> pd.DataFrame:
 class ArchiverProcess:
     """The worker's side: starts the child, sends it batches of records, restarts it if it died."""
 
-    def __init__(self, env: dict[str, str] | None = None, python: str = sys.executable):
+    def __init__(self, env: dict[str, str] | None = None, python: str = sys.executable, nice: int = 0):
         self.env = dict(env or os.environ)
+        self.nice = int(nice)
         # Allocators that give memory back: with Arrow's default mimalloc pool and glibc's per-thread
         # arenas the child's RSS grew without bound under a steady load (freed Parquet and Avro buffers kept);
         # with these it stays flat (docs/benchmarks.md, memory). A deployment's own setting wins.
@@ -90,8 +91,14 @@ class ArchiverProcess:
         self.process = self._start()
 
     def _start(self) -> subprocess.Popen:
-        return subprocess.Popen([self.python, "-m", "serving.archiver"], stdin=subprocess.PIPE, cwd=ROOT,
-                                env=self.env)
+        process = subprocess.Popen([self.python, "-m", "serving.archiver"], stdin=subprocess.PIPE, cwd=ROOT,
+                                   env=self.env)
+        if self.nice:  # a lower priority than the worker's (allowed without privileges): off the request path
+            try:
+                os.setpriority(os.PRIO_PROCESS, process.pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + self.nice))
+            except OSError as exc:  # the child already gone: write() will notice and restart it
+                log.warning("forecast archiver: could not lower its priority: %s", exc)
+        return process
 
     def write(self, records: list[tuple]) -> None:
         """Send one batch; a dead child is replaced and the batch sent to the new one."""

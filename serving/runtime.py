@@ -239,9 +239,10 @@ class ForecastRuntime:
 
             if archive_process:
                 ensure_forecasts_table(lake)  # readers find the table from the start, not once the child is up
-                feed = ArchiveFeed(archiver.ArchiverProcess())
+                feed = ArchiveFeed(archiver.ArchiverProcess(nice=settings.serving.archiver_nice))
             else:
-                feed = ArchiveFeed(archiver.InProcessArchiver(ForecastArchive(lake)))
+                feed = ArchiveFeed(archiver.InProcessArchiver(
+                    ForecastArchive(lake, compact_every=settings.serving.archive_compact_every)))
             clock.done("archive")
         runtime = cls(settings, lake, online, book, feed)
         clock.done("snapshots")
