@@ -168,6 +168,24 @@ def test_lightgbm_per_hour_day_block_structure_runs_and_does_not_cross(split):
     assert len(out) == test.sum()  # includes the 23-hour spring day
 
 
+def test_lightgbm_day_blocks_of_older_prices_and_a_mean_median(split):
+    features, target, train, test = split
+    m = LightGBMForecaster(n_estimators=5, block_prices=("price_lag_P1D", "price_lag_P7D"), median_objective="l2")
+    out = m.fit(features[train], target[train]).predict(features[test])
+    state = m.models_["SYN_NORTH"]
+    assert state.block_columns[:2] == ["price_lag_P1D", "price_lag_P7D"]
+    # each block column adds the day's 24 values and its mean, min and max
+    plain = LightGBMForecaster(n_estimators=5).fit(features[train], target[train]).models_["SYN_NORTH"]
+    assert state.boosters[(-1, 0.5)].num_feature() == plain.boosters[(-1, 0.5)].num_feature() + 27
+    assert "objective=regression\n" in state.boosters[(-1, 0.5)].model_to_string()  # the median: least squares
+    assert "objective=quantile" in state.boosters[(-1, 0.9)].model_to_string()
+    assert ((out["q10"] <= out["q50"]) & (out["q50"] <= out["q90"])).all()
+    with pytest.raises(ValueError, match="price_lag_P5D"):
+        LightGBMForecaster(block_prices=("price_lag_P5D",))
+    with pytest.raises(ValueError, match="'l1'"):
+        LightGBMForecaster(median_objective="l1")
+
+
 @pytest.mark.parametrize("alpha_rule", ["epftoolbox", "aic"])
 @pytest.mark.parametrize("days", [42, 200], ids=["fewer_days_than_inputs", "more_days_than_inputs"])
 def test_lear_window_fit_equals_the_published_lassolarsic_then_lasso_recipe(split, alpha_rule, days):
