@@ -81,6 +81,13 @@ def test_train_register_approve_reject_rollback_and_serve_the_champion(settings,
         model.predict(ml.pyfunc_input(gap), params={"quantiles": [0.1, 0.5, 0.9]})
 
 
+def test_the_median_booster_runs_longer_and_slower_unless_told():
+    gbm = ModelSpec.of("ensemble", n_estimators=20, learning_rate=0.2).build(calibrated=False).members[0]
+    assert (gbm.n_estimators, gbm.median_n_estimators, gbm.median_learning_rate) == (20, 60, 0.1)
+    gbm = ModelSpec.of("lgbm", median_n_estimators=25, median_learning_rate=0.3).build(calibrated=False)
+    assert (gbm.n_estimators, gbm.median_n_estimators, gbm.median_learning_rate) == (200, 25, 0.3)
+
+
 def test_bad_requests_fail_clearly_and_register_nothing(settings, tmp_path):
     with pytest.raises(ConfigurationError, match="unknown model 'xgb'"):
         ModelSpec.of("xgb")
