@@ -16,12 +16,14 @@ forecasts (``../shared/data/epf/paper_forecasts``), which also give the DNN and 
 Diebold-Mariano tests.
 
 The model's hyperparameters are the project's defaults (``training.specs.DEFAULTS``), chosen on the
-years before the test period (``docs/models.md``); nothing is tuned on the test period.
+years before the test period (``docs/models.md``); nothing is tuned on the test period. ``make
+bench-epf`` adds ``--param lear_recalibrate=true``: the LEAR member is recalibrated on each day's
+newest data between the weekly refits, as the paper recalibrates its LEAR daily and as operations
+that retrain daily would run (chosen on the validation year too).
 
     python benchmarks/bench_epf.py                   # NP, BE, FR; writes nothing
-    python benchmarks/bench_epf.py --write-docs      # also records the table in docs/benchmarks.md
+    python benchmarks/bench_epf.py --param lear_recalibrate=true --write-docs   # what make bench-epf runs
     python benchmarks/bench_epf.py --markets NP --days 56   # a quick look at the last 56 days
-    python benchmarks/bench_epf.py --param lear_recalibrate=true   # LEAR member recalibrated daily
 """
 
 from __future__ import annotations
