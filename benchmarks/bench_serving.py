@@ -415,7 +415,19 @@ def soak_verdict(res: dict, warmup: float) -> list[str]:
         f"{'met' if abs(child) < FLAT_MIB_PER_MIN else 'not met'}.",
         f"- {res['done']:,} requests, {failed} not answered 200; {len(pids)} archiver process(es) seen "
         f"({'no restart' if len(pids) <= 1 else 'restarted'}).",
+        f"- Archive: {res.get('archived', 0):,} forecasts archived after the stop, of {res['done'] - failed:,} "
+        f"answered 200 ({'none lost' if res.get('archived', 0) >= res['done'] - failed else 'some not archived'}).",
     ]
+
+
+def archived_requests(home: Path) -> int:
+    """Distinct request ids of the forecasts the service archived (source ``api``), read after it stopped."""
+    from features.lake import Lake
+    from features.settings import AurumSettings
+    from serving.archive import read_forecasts
+
+    frame = read_forecasts(Lake.open(AurumSettings(home=home)), source="api", columns=("request_id",))
+    return int(frame["request_id"].nunique())
 
 
 def soak_prepare(home: Path, first_day: str) -> None:
@@ -454,6 +466,7 @@ def soak_main(args, argv: list[str] | None) -> None:
             res = asyncio.run(_soak_load(service, key, args, cache_size))
         finally:
             service.stop()
+        res["archived"] = archived_requests(home)
     warmup = soak_warmup(res, args.soak_warmup if args.soak_warmup is not None else args.soak / 5)
     head = header_lines(PACKAGES)
     rows = soak_tables(res, warmup)
