@@ -415,8 +415,8 @@ def soak_verdict(res: dict, warmup: float) -> list[str]:
         f"{'met' if abs(child) < FLAT_MIB_PER_MIN else 'not met'}.",
         f"- {res['done']:,} requests, {failed} not answered 200; {len(pids)} archiver process(es) seen "
         f"({'no restart' if len(pids) <= 1 else 'restarted'}).",
-        f"- Archive: {res.get('archived', 0):,} forecasts archived after the stop, of {res['done'] - failed:,} "
-        f"answered 200 ({'none lost' if res.get('archived', 0) >= res['done'] - failed else 'some not archived'}).",
+        f"- Archive: {res['archived']:,} forecasts archived after the stop, of {res['done'] - failed:,} "
+        f"answered 200 ({'none lost' if res['archived'] >= res['done'] - failed else 'some not archived'}).",
     ]
 
 

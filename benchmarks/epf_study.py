@@ -142,12 +142,9 @@ def model_factory(name: str, n_jobs: int):
         "lgbm_p4": lambda: gbm(block_prices=PRICE_LAGS),  # the day blocks of D-1, D-2, D-3 and D-7
         "lgbm_slow": lambda: gbm(n_estimators=600, params={"learning_rate": 0.05}),
         "lgbm_p4_slow": lambda: gbm(block_prices=PRICE_LAGS, n_estimators=600, params={"learning_rate": 0.05}),
-        "lgbm_p4_asinh": lambda: gbm(block_prices=PRICE_LAGS, target_transform="asinh"),
         "lgbm_p4_hourly": lambda: gbm(block_prices=PRICE_LAGS, structure="per_hour"),
         "lgbm_p4_l2": lambda: gbm(block_prices=PRICE_LAGS, median_objective="l2"),
-        "lgbm_p4_asinh_l2": lambda: gbm(block_prices=PRICE_LAGS, target_transform="asinh", median_objective="l2"),
         "lgbm_exo_lags": lambda: lgbm_with_lagged_exogenous(n_jobs=n_jobs),
-        "lgbm_p4_exo_lags": lambda: lgbm_with_lagged_exogenous(n_jobs=n_jobs, block_prices=PRICE_LAGS),
         "lear_long_recal": lambda: LEAR(windows=(56, 84, 1092, 1456), recalibrate=True),
     }
     if name.startswith("cqr_"):  # conformal intervals (182 calibration days) around another model

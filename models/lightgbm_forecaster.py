@@ -67,6 +67,10 @@ class LightGBMForecaster(MarketwiseForecaster):
             raise ValueError(f"block_prices {block_prices!r} must be a non-empty subset of {PRICE_LAGS!r}")
         if median_objective not in ("quantile", "l2"):
             raise ValueError(f"median_objective {median_objective!r} must be 'quantile' or 'l2'")
+        if median_n_estimators is not None and int(median_n_estimators) < 1:
+            raise ValueError(f"median_n_estimators {median_n_estimators!r} must be at least 1 (None: n_estimators)")
+        if median_learning_rate is not None and not float(median_learning_rate) > 0:
+            raise ValueError(f"median_learning_rate {median_learning_rate!r} must be positive (None: learning_rate)")
         self.median_objective = median_objective
         # the median booster alone decides the point forecast (MAE): it may boost longer and slower than the tails
         self.median_n_estimators, self.median_learning_rate = median_n_estimators, median_learning_rate
@@ -100,7 +104,7 @@ class LightGBMForecaster(MarketwiseForecaster):
         used, unused = self.usable(frame, candidates)
         block = []
         if self.inputs == "day_block":
-            prices = [c for c in getattr(self, "block_prices", ("price_lag_P1D",)) if c in used]
+            prices = [c for c in self.block_prices if c in used]
             block = prices + [c for c in EXOGENOUS_FEATURES if c in used and c != "fuel_price_eur_mwh"]
         scaler = InvariantScaler(y[:, None]) if self.target_transform == "asinh" else None
         z = scaler.transform(y[:, None])[:, 0] if scaler else y
@@ -113,17 +117,17 @@ class LightGBMForecaster(MarketwiseForecaster):
             if not mask.any():
                 continue
             data = lgb.Dataset(x[mask], z[mask], free_raw_data=True, params={"verbose": -1})
-            point = getattr(self, "median_objective", "quantile")
             for q in self.quantiles:
-                objective = {"objective": "quantile", "alpha": q} if q != 0.5 or point == "quantile" else \
-                    {"objective": "l2"}  # the mean as the point forecast: smoother gradients than the pinball's signs
-                params = {**DEFAULT_PARAMS, **self.params, **objective, "verbose": -1,
+                params = {**DEFAULT_PARAMS, **self.params, "objective": "quantile", "alpha": q, "verbose": -1,
                           "num_threads": self.n_jobs, "seed": self.seed, "deterministic": True}
                 rounds = self.n_estimators
                 if q == 0.5:
-                    rounds = getattr(self, "median_n_estimators", None) or rounds
-                    rate = getattr(self, "median_learning_rate", None)
-                    params = {**params, "learning_rate": rate} if rate else params
+                    if self.median_objective == "l2":  # the mean: smoother gradients than the pinball's signs
+                        params = {**params, "objective": "l2"}
+                    if self.median_learning_rate is not None:
+                        params = {**params, "learning_rate": self.median_learning_rate}
+                    if self.median_n_estimators is not None:
+                        rounds = self.median_n_estimators
                 state.boosters[(h, q)] = lgb.train(params, data, num_boost_round=rounds)
         return state, used, unused
 

@@ -145,12 +145,12 @@ class InProcessArchiver:
         self.archive.close()
 
 
-def open_archive(settings):
-    """The child's :class:`~serving.archive.ForecastArchive` on the home's lake, with the serving settings."""
+def open_archive(settings, lake=None):
+    """The :class:`~serving.archive.ForecastArchive` of the serving settings on ``lake`` (default: the home's)."""
     from features.lake import Lake
     from serving.archive import ForecastArchive
 
-    return ForecastArchive(Lake.open(settings), compact_every=settings.serving.archive_compact_every)
+    return ForecastArchive(lake or Lake.open(settings), compact_every=settings.serving.archive_compact_every)
 
 
 def main() -> int:

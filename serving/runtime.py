@@ -235,14 +235,13 @@ class ForecastRuntime:
             book.states = {m: book.states[m] for m in book.markets}
         feed = None
         if settings.serving.archive if archive is None else archive:
-            from serving.archive import ForecastArchive, ensure_forecasts_table
+            from serving.archive import ensure_forecasts_table
 
             if archive_process:
                 ensure_forecasts_table(lake)  # readers find the table from the start, not once the child is up
                 feed = ArchiveFeed(archiver.ArchiverProcess(nice=settings.serving.archiver_nice))
             else:
-                feed = ArchiveFeed(archiver.InProcessArchiver(
-                    ForecastArchive(lake, compact_every=settings.serving.archive_compact_every)))
+                feed = ArchiveFeed(archiver.InProcessArchiver(archiver.open_archive(settings, lake)))
             clock.done("archive")
         runtime = cls(settings, lake, online, book, feed)
         clock.done("snapshots")

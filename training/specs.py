@@ -94,9 +94,10 @@ class ModelSpec:
         if self.kind == "lear":  # in-sample LASSO residuals understate the error: calibrate on held-out days
             return wrap(LEAR(windows=tuple(p["windows"]), recalibrate=bool(p["recalibrate"])))
         booster = {k: p[k] for k in BOOSTER_KEYS if k in p}
-        median = {"median_n_estimators": int(p.get("median_n_estimators") or MEDIAN_ROUNDS_FACTOR * int(p["n_estimators"])),
-                  "median_learning_rate": float(p.get("median_learning_rate")
-                                                or MEDIAN_RATE_FACTOR * float(p.get("learning_rate", 0.1)))}
+        median = {"median_n_estimators": int(MEDIAN_ROUNDS_FACTOR * int(p["n_estimators"])
+                                             if p["median_n_estimators"] is None else p["median_n_estimators"]),
+                  "median_learning_rate": float(MEDIAN_RATE_FACTOR * float(p["learning_rate"])
+                                                if p["median_learning_rate"] is None else p["median_learning_rate"])}
         if self.kind == "lgbm":
             return wrap(LightGBMForecaster(structure=p["structure"], inputs=p["inputs"],
                                            target_transform=p["target_transform"], n_estimators=int(p["n_estimators"]),

@@ -186,6 +186,8 @@ def test_lightgbm_day_blocks_of_older_prices_and_a_mean_median(split):
         LightGBMForecaster(block_prices=("price_lag_P5D",))
     with pytest.raises(ValueError, match="'l1'"):
         LightGBMForecaster(median_objective="l1")
+    with pytest.raises(ValueError, match="median_n_estimators 0 must be at least 1"):
+        LightGBMForecaster(median_n_estimators=0)
 
 
 @pytest.mark.parametrize("alpha_rule", ["epftoolbox", "aic"])
