@@ -362,10 +362,10 @@ class ArchiveStats:
 
 
 COMPACTIONS_PER_FLUSH = 2  # partitions compacted after one flush at most (those with the most flushes first)
-# Files the archive's own compaction merges: below this size. A merge holds its rows several times over
-# while it reads, sorts and writes them (~2.3 KB a row at peak, measured: 2 MiB of Parquet, ~55,000 rows,
-# took 130 MiB), so the bound on the files is a bound on the archiver's memory. Larger files are left to a
-# maintenance job (`compact`).
+# The Parquet one of the archive's own merges takes in all (smallest files first). A merge holds its rows
+# several times over while it reads, sorts and writes them (~2.3 KB a row at peak, measured: 2 MiB of
+# Parquet, ~55,000 rows, took 130 MiB), so this bound is a bound on the archiver's memory. Merging further
+# is a maintenance job (`compact`).
 COMPACT_BYTES = 2 * 2**20
 
 
@@ -384,10 +384,11 @@ class ForecastArchive:
 
     Every flush leaves a small file in each partition it touches, and a table of ever more files makes
     every later commit read (and hold in memory) ever longer manifests. So after ``compact_every``
-    flushes into a partition, the same thread merges that partition's files smaller than
-    ``compact_bytes`` into one (:func:`compact_small`), at most ``COMPACTIONS_PER_FLUSH`` partitions
-    after one flush, so that flushes keep their pace when traffic touches many months at once: a
-    partition keeps files of about ``compact_bytes`` and a bounded number of smaller ones, and a commit's
+    flushes into a partition, the same thread merges that partition's smallest files, ``compact_bytes``
+    at most in one merge (:func:`compact_small`, a bound on its memory), merging again while two or more
+    fit (at most ``compact_every`` merges), at most ``COMPACTIONS_PER_FLUSH`` partitions after one
+    flush, so that flushes keep their pace when traffic touches many months at once: a partition keeps
+    files of about ``compact_bytes`` and a bounded number of smaller ones, and a commit's
     cost stops growing with the service's uptime (merging further is a maintenance job: :func:`compact`).
     A failed compaction is logged and retried after the next ``compact_every`` flushes; it never holds
     rows back. ``compact_every=0`` turns it off.
@@ -591,7 +592,11 @@ class ForecastArchive:
         for key in due[:COMPACTIONS_PER_FLUSH]:  # the rest wait for later flushes: appends are not held back
             del self._touched[key]
             try:
-                if compact_small(self.lake, *key, max_bytes=self.compact_bytes, table=self.table):
+                # one merge takes at most compact_bytes (its memory bound); merge again while small files are
+                # left, up to one merge per flush counted, so the merges keep pace with the flushes
+                for _ in range(self.compact_every):
+                    if not compact_small(self.lake, *key, max_bytes=self.compact_bytes, table=self.table):
+                        break
                     with self._cond:
                         self._counts["compactions"] += 1
             except Exception as exc:  # noqa: BLE001 - rows are safe either way; a later compaction catches up
@@ -683,11 +688,13 @@ def partitions_of(rows: pa.Table) -> set[tuple[str, str, str]]:
 
 def compact_small(lake: Lake, market: str, month: str, source: str, *, max_bytes: int = COMPACT_BYTES,
                   table: str = FORECASTS_TABLE) -> int:
-    """Merge the data files of one (market, month, source) partition smaller than ``max_bytes`` into one.
+    """Merge the smallest data files of one (market, month, source) partition, ``max_bytes`` in all, into one.
 
-    Larger files are left alone, so the cost of a compaction is bounded however long the partition has
-    been written to. One atomic commit, redone on the fresh table if a concurrent writer got in first;
-    rows are unchanged. Returns how many files were merged (0: fewer than two small files).
+    Files are taken smallest first while their sizes add up to at most ``max_bytes``, so one merge
+    never holds more than that much Parquet (its memory is bounded however many flushes came before),
+    and files that reached the bound are left alone. One atomic commit, redone on the fresh table if a
+    concurrent writer got in first; rows are unchanged. Returns how many files were merged (0: fewer
+    than two fit).
     """
     first = pd.Timestamp(f"{month}-01", tz="UTC")
     scope = all_of(window_filter(market, first, first + pd.offsets.MonthBegin(1)), equals(source=source))
@@ -695,7 +702,12 @@ def compact_small(lake: Lake, market: str, month: str, source: str, *, max_bytes
 
     def small(files: list) -> list:
         nonlocal merged
-        picked = [f for f in files if f.file_size_in_bytes < max_bytes]  # the scope prunes to the partition
+        picked, total = [], 0
+        for f in sorted(files, key=lambda f: f.file_size_in_bytes):  # the scope prunes to the partition
+            if total + f.file_size_in_bytes > max_bytes:
+                break
+            picked.append(f)
+            total += f.file_size_in_bytes
         merged = len(picked) if len(picked) >= 2 else 0
         return picked if merged else []
 

@@ -451,6 +451,31 @@ def test_compact_merges_a_partitions_small_files_and_keeps_every_row(archive_lak
     assert compact(archive_lake, min_files=2) == {}
 
 
+def file_sizes(lake: Lake, month: str, source: str = "api") -> list[int]:
+    """Sizes of the data files of SYN_NORTH's (month, source) partition of the archive, smallest first."""
+    files = lake.table(FORECASTS_TABLE).inspect.files().select(["file_path", "file_size_in_bytes"]).to_pylist()
+    return sorted(f["file_size_in_bytes"] for f in files
+                  if f"delivery_month={month}/source={source}/" in f["file_path"])
+
+
+def test_a_merge_is_bounded_in_bytes_and_the_archive_merges_again_while_small_files_are_left(archive_lake):
+    """With a bound that fits about two flush files, one merge cannot take the four files a partition got
+    from four flushes; the archive merges again (each merge within the bound) rather than leave them."""
+    with ForecastArchive(archive_lake, flush_interval=3600, compact_every=4) as archive:
+        archive.append(frame("r0"))
+        archive.flush()
+        one = file_sizes(archive_lake, "2024-03")[0]
+        archive.compact_bytes = int(2.5 * one)
+        for i in range(1, 4):
+            archive.append(frame(f"r{i}"))
+            archive.flush()
+        assert archive.stats().compactions >= 2  # a single bounded merge would leave 3 files
+    sizes = file_sizes(archive_lake, "2024-03")
+    assert len(sizes) <= 2 and max(sizes) <= 2.5 * one
+    got = read_forecasts(archive_lake)
+    assert sorted(got["request_id"].unique()) == ["r0", "r1", "r2", "r3"] and len(got) == 4 * 24
+
+
 def test_the_archive_compacts_what_its_flushes_touch_so_files_stay_bounded(archive_lake):
     """Every flush leaves a small file per partition; after ``compact_every`` flushes into a partition the
     archive merges that partition's small files, so a long-running service does not pile up files (and the
@@ -473,7 +498,12 @@ def test_the_archive_compacts_what_its_flushes_touch_so_files_stay_bounded(archi
         write_forecasts(archive_lake, to_forecast_table(frame(f"late{i}", hours=april)))
     assert compact_small(archive_lake, "SYN_NORTH", "2024-03", "api", max_bytes=1) == 0  # no file is that small
     assert partition_files(archive_lake)[("SYN_NORTH", "2024-03", "api")] == 2
-    assert compact_small(archive_lake, "SYN_NORTH", "2024-04", "api") == 3
+    april = file_sizes(archive_lake, "2024-04")
+    assert len(april) == 3
+    # one merge takes the smallest files while their sizes fit in max_bytes: the bound on its memory
+    assert compact_small(archive_lake, "SYN_NORTH", "2024-04", "api", max_bytes=april[0] + april[1]) == 2
+    assert partition_files(archive_lake)[("SYN_NORTH", "2024-04", "api")] == 2
+    assert compact_small(archive_lake, "SYN_NORTH", "2024-04", "api") == 2
     assert partition_files(archive_lake)[("SYN_NORTH", "2024-04", "api")] == 1
     with pytest.raises(ValueError, match="compact_every 1"):
         ForecastArchive(archive_lake, compact_every=1)
