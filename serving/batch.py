@@ -249,8 +249,11 @@ class DayScorer:
     """Features and forecasts of delivery days with one model version; open once per process or actor."""
 
     def __init__(self, plan: ScorePlan):
-        from features import featurestore
+        from features.feastimport import feast_unchecked
         from models import mlflow_model as ml
+
+        with feast_unchecked():  # scoring builds no declarations: Feast without its runtime type checks
+            from features import featurestore
 
         self._featurestore, self._ml = featurestore, ml
         self.plan = plan

@@ -586,8 +586,10 @@ def open_online(settings: AurumSettings, markets: list[str]) -> OnlineReader:
     reader, how = (planned_reader(settings, FEATURE_SERVICE, markets, cache=cache) if settings.serving.online_plan
                    else (None, "online_plan is off"))
     if reader is None:
-        from features import featurestore
+        from features.feastimport import feast_unchecked
 
+        with feast_unchecked():  # a reader builds no declarations: Feast without its runtime type checks
+            from features import featurestore
         log.info("online features through Feast: %s", how)
         reader = featurestore.OnlineFeatures(featurestore.open_store(settings), FEATURE_SERVICE, cache=cache)
         try:
