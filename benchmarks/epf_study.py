@@ -117,6 +117,64 @@ def lgbm_with_lagged_exogenous(**kw):
     return _LaggedExogenousGBM(**kw)
 
 
+SLOW_MEDIAN = {"median_n_estimators": 600, "median_learning_rate": 0.05}
+
+
+def lgbm_recent(days: int, **kw):
+    """A measurement-only LightGBM fitted on the last ``days`` days of its training window only.
+
+    Averaged with one fitted on the whole window, it is LEAR's trick of ensembling calibration windows.
+    """
+    from models.featureframe import local_day
+    from models.lightgbm_forecaster import LightGBMForecaster
+
+    class _RecentGBM(LightGBMForecaster):
+        def fit(self, frame, target):
+            day = local_day(frame)
+            keep = (day >= day.max() - pd.Timedelta(days=days - 1)).to_numpy()
+            return super().fit(frame[keep], target[keep])
+
+    return _RecentGBM(**kw)
+
+
+def lgbm_level(scale: bool = False, **kw):
+    """A measurement-only LightGBM on prices relative to the previous day's level.
+
+    The target and every price input are taken minus ``price_prev_day_mean`` (D-1's mean price, itself
+    kept as an input) and, with ``scale``, divided by ``price_rolling_std_P7D`` (at least 1): trees
+    cannot extrapolate a level they never saw, a difference they can. Quantiles map back exactly
+    (a shift and a positive scale).
+    """
+    from models.lightgbm_forecaster import LightGBMForecaster
+
+    relative = ("price_lag_P1D", "price_lag_P2D", "price_lag_P3D", "price_lag_P7D", "price_prev_day_min",
+                "price_prev_day_max", "price_rolling_mean_P7D")
+
+    def level(frame):
+        lvl = frame["price_prev_day_mean"].to_numpy(dtype=float)
+        s = np.maximum(frame["price_rolling_std_P7D"].to_numpy(dtype=float), 1.0) if scale else np.ones(len(frame))
+        return np.nan_to_num(lvl, nan=float(np.nanmean(lvl))), np.nan_to_num(s, nan=1.0)
+
+    class _LevelGBM(LightGBMForecaster):
+        def _design(self, frame, columns, block_columns):
+            lvl, s = level(frame)
+            f = frame.copy()
+            for c in relative:
+                if c in f.columns:
+                    f[c] = (f[c].to_numpy(dtype=float) - lvl) / s
+            return super()._design(f, columns, block_columns)
+
+        def _fit_market(self, frame, y):
+            lvl, s = level(frame)
+            return super()._fit_market(frame, (y - lvl) / s)
+
+        def _predict_market(self, state, frame, quantiles):
+            lvl, s = level(frame)
+            return super()._predict_market(state, frame, quantiles) * s[:, None] + lvl[:, None]
+
+    return _LevelGBM(**kw)
+
+
 def model_factory(name: str, n_jobs: int):
     from models.conformal import ConformalForecaster
     from models.lear import LEAR, PRICE_LAGS
@@ -145,6 +203,13 @@ def model_factory(name: str, n_jobs: int):
         "lgbm_p4_hourly": lambda: gbm(block_prices=PRICE_LAGS, structure="per_hour"),
         "lgbm_p4_l2": lambda: gbm(block_prices=PRICE_LAGS, median_objective="l2"),
         "lgbm_exo_lags": lambda: lgbm_with_lagged_exogenous(n_jobs=n_jobs),
+        # the spec's default booster (the median 600 rounds at 0.05, the tails 200 at 0.1) and variants of it
+        "lgbm_med": lambda: gbm(**SLOW_MEDIAN),
+        "lgbm_med_asinh": lambda: gbm(target_transform="asinh", **SLOW_MEDIAN),
+        "lgbm_med_728": lambda: lgbm_recent(728, n_jobs=n_jobs, **SLOW_MEDIAN),  # the last 728 days of the window
+        "lgbm_med_364": lambda: lgbm_recent(364, n_jobs=n_jobs, **SLOW_MEDIAN),
+        "lgbm_med_level": lambda: lgbm_level(n_jobs=n_jobs, **SLOW_MEDIAN),
+        "lgbm_med_levelscale": lambda: lgbm_level(scale=True, n_jobs=n_jobs, **SLOW_MEDIAN),
         "lear_long_recal": lambda: LEAR(windows=(56, 84, 1092, 1456), recalibrate=True),
     }
     if name.startswith("cqr_"):  # conformal intervals (182 calibration days) around another model
@@ -256,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--save", type=Path, default=None, help="folder to write per-market forecast parquet files")
     ap.add_argument("--rescore", type=Path, default=None,
                     help="no backtest: score the forecasts saved in this folder (by --save runs), plus --combine")
-    ap.add_argument("--combine", default="", help="with --rescore: comma-separated a+b averages of saved forecasts")
+    ap.add_argument("--combine", default="",
+                    help="with --rescore: comma-separated a+b averages of saved forecasts ('a*2+b' weights a twice)")
     args = ap.parse_args(argv)
     if args.rescore:
         return rescore(args)
@@ -336,10 +402,11 @@ def rescore(args) -> None:
         common = sorted(set.intersection(*(set(p["delivery_start"]) for p in preds.values())))
         preds = {k: p.set_index("delivery_start").loc[common] for k, p in preds.items()}
         for combo in filter(None, args.combine.split(",")):
-            members = combo.split("+")
-            if all(m in preds for m in members):
-                first = preds[members[0]]
-                avg = sum(preds[m][["q10", "q50", "q90"]] for m in members) / len(members)
+            # "a*2+b": a weighted average (weight 1 unless given)
+            members = [(m.split("*")[0], float(m.split("*")[1]) if "*" in m else 1.0) for m in combo.split("+")]
+            if all(m in preds for m, _ in members):
+                first = preds[members[0][0]]
+                avg = sum(w * preds[m][["q10", "q50", "q90"]] for m, w in members) / sum(w for _, w in members)
                 preds[combo] = avg.assign(actual=first["actual"], market=first["market"], hour=first["hour"])
         base = next(iter(preds.values())).reset_index()
         blocks = DayBlocks.of(base)
