@@ -137,21 +137,21 @@ def lgbm_recent(days: int, **kw):
     return _RecentGBM(**kw)
 
 
-def lgbm_level(scale: bool = False, **kw):
+def lgbm_level(scale: bool = False, column: str = "price_prev_day_mean", **kw):
     """A measurement-only LightGBM on prices relative to the previous day's level.
 
-    The target and every price input are taken minus ``price_prev_day_mean`` (D-1's mean price, itself
-    kept as an input) and, with ``scale``, divided by ``price_rolling_std_P7D`` (at least 1): trees
+    The target and every price input are taken minus ``column`` (by default ``price_prev_day_mean``,
+    D-1's mean price, itself kept as an input) and, with ``scale``, divided by ``price_rolling_std_P7D`` (at least 1): trees
     cannot extrapolate a level they never saw, a difference they can. Quantiles map back exactly
     (a shift and a positive scale).
     """
     from models.lightgbm_forecaster import LightGBMForecaster
 
-    relative = ("price_lag_P1D", "price_lag_P2D", "price_lag_P3D", "price_lag_P7D", "price_prev_day_min",
-                "price_prev_day_max", "price_rolling_mean_P7D")
+    relative = [c for c in ("price_lag_P1D", "price_lag_P2D", "price_lag_P3D", "price_lag_P7D", "price_prev_day_min",
+                            "price_prev_day_max", "price_prev_day_mean", "price_rolling_mean_P7D") if c != column]
 
     def level(frame):
-        lvl = frame["price_prev_day_mean"].to_numpy(dtype=float)
+        lvl = frame[column].to_numpy(dtype=float)
         s = np.maximum(frame["price_rolling_std_P7D"].to_numpy(dtype=float), 1.0) if scale else np.ones(len(frame))
         return np.nan_to_num(lvl, nan=float(np.nanmean(lvl))), np.nan_to_num(s, nan=1.0)
 
@@ -210,6 +210,11 @@ def model_factory(name: str, n_jobs: int):
         "lgbm_med_364": lambda: lgbm_recent(364, n_jobs=n_jobs, **SLOW_MEDIAN),
         "lgbm_med_level": lambda: lgbm_level(n_jobs=n_jobs, **SLOW_MEDIAN),
         "lgbm_med_levelscale": lambda: lgbm_level(scale=True, n_jobs=n_jobs, **SLOW_MEDIAN),
+        "lgbm_med_level7": lambda: lgbm_level(column="price_rolling_mean_P7D", n_jobs=n_jobs, **SLOW_MEDIAN),
+        "lgbm_med_bin255": lambda: gbm(params={"max_bin": 255}, **SLOW_MEDIAN),
+        "lgbm_med_ff05": lambda: gbm(params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
+        "lgbm_med_leaves15": lambda: gbm(params={"num_leaves": 15, "min_data_in_leaf": 50}, **SLOW_MEDIAN),
+        "lgbm_med_leaves63": lambda: gbm(params={"num_leaves": 63}, **SLOW_MEDIAN),
         "lear_long_recal": lambda: LEAR(windows=(56, 84, 1092, 1456), recalibrate=True),
     }
     if name.startswith("cqr_"):  # conformal intervals (182 calibration days) around another model

@@ -7,7 +7,13 @@ of the same delivery day: the 24 hourly prices of D-1 (``price_lag_P1D`` of each
 ``block_prices`` also those of D-2, D-3 and D-7, as the paper's LEAR sees them) and the
 exogenous forecasts of every hour of D, plus their daily mean, min and max. ``target_transform``
 ``"asinh"`` fits in ``asinh((price - median) / MAD)`` space (median and MAD of the training
-target) and transforms back; quantiles are equivariant under this monotone map.
+target) and transforms back; quantiles are equivariant under this monotone map. ``"level"`` fits
+the price relative to the previous day's level: the target and every price input minus
+``price_prev_day_mean`` (D-1's mean price, itself kept as an input; where it is missing the 7-day
+rolling mean, else the training target's median), and adds it back (a shift: quantiles map exactly).
+Trees cannot extrapolate a price level they never saw in training; a difference they can. On the
+EPF validation year this won clearly on NP and lost on BE and FR (docs/models.md), so it is a
+per-market choice, not the default.
 
 ``median_n_estimators`` and ``median_learning_rate`` boost the median (the point forecast, which
 alone decides MAE) longer and slower than the other levels, at a fraction of the cost of doing so for
@@ -34,6 +40,12 @@ from models.featureframe import CALENDAR_FEATURES, EXOGENOUS_FEATURES, PRICE_FEA
 from models.forecaster import DEFAULT_QUANTILES, MarketwiseForecaster, check_quantiles
 from models.lear import PRICE_LAGS, InvariantScaler
 
+TARGET_TRANSFORMS = ("none", "asinh", "level")
+LEVEL_COLUMN, LEVEL_FALLBACK = "price_prev_day_mean", "price_rolling_mean_P7D"
+# price inputs taken relative to the level under target_transform="level" (the level itself stays absolute)
+RELATIVE_PRICES = ("price_lag_P1D", "price_lag_P2D", "price_lag_P3D", "price_lag_P7D", "price_prev_day_min",
+                   "price_prev_day_max", "price_rolling_mean_P7D")
+
 DEFAULT_PARAMS: dict[str, object] = {
     "learning_rate": 0.1, "max_bin": 63, "num_leaves": 31, "min_data_in_leaf": 20, "feature_fraction": 0.8,
     "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
@@ -46,6 +58,7 @@ class _MarketGBM:
     block_columns: list[str]
     scaler: InvariantScaler | None
     boosters: dict[tuple[int, float], object] = field(default_factory=dict)  # (hour or -1, quantile)
+    level_fill: float | None = None  # target_transform="level": the level where a row has none
 
 
 class LightGBMForecaster(MarketwiseForecaster):
@@ -60,8 +73,8 @@ class LightGBMForecaster(MarketwiseForecaster):
             raise ValueError(f"structure {structure!r} must be 'pooled' or 'per_hour'")
         if inputs not in ("same_hour", "day_block"):
             raise ValueError(f"inputs {inputs!r} must be 'same_hour' or 'day_block'")
-        if target_transform not in ("asinh", "none"):
-            raise ValueError(f"target_transform {target_transform!r} must be 'asinh' or 'none'")
+        if target_transform not in TARGET_TRANSFORMS:
+            raise ValueError(f"target_transform {target_transform!r} must be one of {', '.join(TARGET_TRANSFORMS)}")
         unknown = [c for c in block_prices if c not in PRICE_LAGS]
         if not block_prices or unknown:
             raise ValueError(f"block_prices {block_prices!r} must be a non-empty subset of {PRICE_LAGS!r}")
@@ -97,6 +110,24 @@ class LightGBMForecaster(MarketwiseForecaster):
         per_day = np.hstack([wide, stats])
         return np.hstack([x, per_day[blocks.block]])
 
+    @staticmethod
+    def _level(frame: pd.DataFrame, fill: float) -> np.ndarray:
+        """Each row's price level: D-1's mean price, else the 7-day rolling mean, else ``fill``."""
+        level = np.full(len(frame), np.nan)
+        for c in (LEVEL_COLUMN, LEVEL_FALLBACK):
+            if c in frame.columns:
+                level = np.where(np.isnan(level), frame[c].to_numpy(dtype=float), level)
+        return np.where(np.isnan(level), fill, level)
+
+    @staticmethod
+    def _relative(frame: pd.DataFrame, level: np.ndarray) -> pd.DataFrame:
+        """``frame`` with its price inputs taken relative to ``level`` (a copy)."""
+        out = frame.copy()
+        for c in RELATIVE_PRICES:
+            if c in out.columns:
+                out[c] = out[c].to_numpy(dtype=float) - level
+        return out
+
     def _fit_market(self, frame: pd.DataFrame, y: np.ndarray):
         import lightgbm as lgb
 
@@ -108,8 +139,13 @@ class LightGBMForecaster(MarketwiseForecaster):
             block = prices + [c for c in EXOGENOUS_FEATURES if c in used and c != "fuel_price_eur_mwh"]
         scaler = InvariantScaler(y[:, None]) if self.target_transform == "asinh" else None
         z = scaler.transform(y[:, None])[:, 0] if scaler else y
+        fill = None
+        if self.target_transform == "level":
+            fill = float(np.nanmedian(y))
+            level = self._level(frame, fill)
+            frame, z = self._relative(frame, level), y - level
         x = self._design(frame, used, block)
-        state = _MarketGBM(used, block, scaler)
+        state = _MarketGBM(used, block, scaler, level_fill=fill)
         hours = frame["hour"].to_numpy()
         groups = [(-1, np.ones(len(frame), bool))] if self.structure == "pooled" else \
             [(h, hours == h) for h in range(HOURS)]
@@ -137,6 +173,10 @@ class LightGBMForecaster(MarketwiseForecaster):
             if q < lo - 1e-12 or q > hi + 1e-12:
                 raise QuantileError(f"quantile {q!r} is outside the fitted levels {self.quantiles!r}; "
                                     f"refit with quantiles=... to include it")
+        level = None
+        if state.level_fill is not None:
+            level = self._level(frame, state.level_fill)
+            frame = self._relative(frame, level)
         x = self._design(frame, state.columns, state.block_columns)
         fitted = np.zeros((len(frame), len(self.quantiles)))
         hours = frame["hour"].to_numpy()
@@ -153,6 +193,8 @@ class LightGBMForecaster(MarketwiseForecaster):
         fitted = np.sort(fitted, axis=1)  # non-crossing before interpolation
         if state.scaler is not None:
             fitted = state.scaler.inverse(fitted.reshape(-1, 1)).reshape(fitted.shape)
+        if level is not None:
+            fitted = fitted + level[:, None]
         return interpolate_levels(fitted, self.quantiles, quantiles)
 
 

@@ -25,7 +25,8 @@ DEFAULTS: dict[str, dict[str, object]] = {
              "learning_rate": 0.1, "median_n_estimators": None, "median_learning_rate": None, "num_leaves": 31,
              "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1},
     # The recommended champion: LEAR and LightGBM averaged quantile by quantile, conformal intervals.
-    "ensemble": {"lear_windows": [56, 84, 364, 728], "lear_recalibrate": False, "n_estimators": 200,
+    "ensemble": {"lear_windows": [56, 84, 364, 728], "lear_recalibrate": False, "target_transform": "none",
+                 "n_estimators": 200,
                  "learning_rate": 0.1, "median_n_estimators": None, "median_learning_rate": None, "num_leaves": 31,
                  "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1},
 }
@@ -61,6 +62,12 @@ class ModelSpec:
         for k in set(overrides) & FLAGS:
             if not isinstance(overrides[k], bool):
                 raise ConfigurationError(f"model {kind!r} parameter {k!r} is {overrides[k]!r}; expected true or false")
+        if "target_transform" in overrides:
+            from models.lightgbm_forecaster import TARGET_TRANSFORMS
+
+            if overrides["target_transform"] not in TARGET_TRANSFORMS:
+                raise ConfigurationError(f"model {kind!r} parameter 'target_transform' is "
+                                         f"{overrides['target_transform']!r}; expected one of {', '.join(TARGET_TRANSFORMS)}")
         return cls(kind, {**DEFAULTS[kind], **overrides})
 
     def to_json(self) -> str:
@@ -102,6 +109,6 @@ class ModelSpec:
             return wrap(LightGBMForecaster(structure=p["structure"], inputs=p["inputs"],
                                            target_transform=p["target_transform"], n_estimators=int(p["n_estimators"]),
                                            params=booster, n_jobs=int(p["n_jobs"]), **median))
-        gbm = LightGBMForecaster(inputs="day_block", target_transform="none", n_estimators=int(p["n_estimators"]),
+        gbm = LightGBMForecaster(inputs="day_block", target_transform=p["target_transform"], n_estimators=int(p["n_estimators"]),
                                  params=booster, n_jobs=int(p["n_jobs"]), **median)
         return wrap(QuantileAverageEnsemble([gbm, LEAR(windows=tuple(p["lear_windows"]), recalibrate=bool(p["lear_recalibrate"]))]))

@@ -239,3 +239,33 @@ def test_lear_window_fit_equals_the_published_lassolarsic_then_lasso_recipe(spli
             assert got.intercept[h] == pytest.approx(ref.intercept_, abs=1e-6)
     assert len(branched) <= (1 if days == 42 else 0), branched  # otherwise the same penalty, step for step
     assert len(np.unique(got.alpha)) > 1  # the hours chose their own penalties
+
+
+def test_lightgbm_level_target_follows_a_price_level_it_never_saw_and_a_raw_target_cannot(split):
+    """``target_transform="level"`` fits prices relative to D-1's mean price: with every price input and the
+    level 300 higher than anything in training, its forecast moves up with them; a raw-target booster
+    stays inside the range it was trained on (trees do not extrapolate)."""
+    from models.lightgbm_forecaster import LEVEL_COLUMN, RELATIVE_PRICES
+
+    features, target, train, test = split
+    assert target[train].max() < 700
+    shifted = features[test].copy()
+    for c in (*RELATIVE_PRICES, LEVEL_COLUMN):
+        shifted[c] = shifted[c] + 300.0
+    moved = {}
+    for transform in ("none", "level"):
+        m = LightGBMForecaster(n_estimators=30, target_transform=transform).fit(features[train], target[train])
+        base, high = m.predict(features[test]), m.predict(shifted)
+        moved[transform] = float((high["q50"] - base["q50"]).mean())
+        assert ((high["q10"] <= high["q50"]) & (high["q50"] <= high["q90"])).all()
+    assert moved["level"] > 250 and moved["none"] < 50, moved
+    # a row without D-1's mean falls back to the 7-day rolling mean, then to the training median: never NaN
+    gap = features[test].copy()
+    gap.loc[gap.index[:48], LEVEL_COLUMN] = np.nan
+    gap.loc[gap.index[:24], "price_rolling_mean_P7D"] = np.nan
+    out = m.predict(gap)
+    assert out[["q10", "q50", "q90"]].notna().all().all()
+    assert (out["missing_inputs"].iloc[:24] == 2).all() and (out["missing_inputs"].iloc[24:48] == 1).all()
+    assert m.models_["SYN_NORTH"].level_fill == pytest.approx(float(np.nanmedian(target[train])))
+    with pytest.raises(ValueError, match="'log' must be one of none, asinh, level"):
+        LightGBMForecaster(target_transform="log")

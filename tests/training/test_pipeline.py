@@ -95,6 +95,9 @@ def test_bad_requests_fail_clearly_and_register_nothing(settings, tmp_path):
         ModelSpec.of("lgbm", depth=3)
     with pytest.raises(ConfigurationError, match="'lear_recalibrate' is 'yes'; expected true or false"):
         ModelSpec.of("ensemble", lear_recalibrate="yes")  # a string would be truthy: refused, not guessed
+    with pytest.raises(ConfigurationError, match="'target_transform' is 'log'; expected one of none, asinh, level"):
+        ModelSpec.of("ensemble", target_transform="log")
+    assert ModelSpec.of("ensemble", target_transform="level").build(calibrated=False).members[0].target_transform == "level"
     session = pipeline.Session.open(settings)
     with pytest.raises(UnknownMarketError):
         pipeline.train(settings, "NOWHERE", ModelSpec.of("naive"), session=session)
