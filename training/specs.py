@@ -25,10 +25,10 @@ DEFAULTS: dict[str, dict[str, object]] = {
              "learning_rate": 0.1, "median_n_estimators": None, "median_learning_rate": None, "num_leaves": 31,
              "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1},
     # The recommended champion: LEAR and LightGBM averaged quantile by quantile, conformal intervals.
+    # target_transform "level" suits markets of slow price levels (NP); "none" lost nowhere (docs/models.md)
     "ensemble": {"lear_windows": [56, 84, 364, 728], "lear_recalibrate": False, "target_transform": "none",
-                 "n_estimators": 200,
-                 "learning_rate": 0.1, "median_n_estimators": None, "median_learning_rate": None, "num_leaves": 31,
-                 "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1},
+                 "n_estimators": 200, "learning_rate": 0.1, "median_n_estimators": None, "median_learning_rate": None,
+                 "num_leaves": 31, "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1},
 }
 # The median booster (the point forecast) by default runs 3x the rounds at half the learning rate of the
 # P10/P90 boosters (None = that rule): on 91 validation days 2.6 / 0.6 / 0.1 % less ensemble MAE on NP /
@@ -109,6 +109,6 @@ class ModelSpec:
             return wrap(LightGBMForecaster(structure=p["structure"], inputs=p["inputs"],
                                            target_transform=p["target_transform"], n_estimators=int(p["n_estimators"]),
                                            params=booster, n_jobs=int(p["n_jobs"]), **median))
-        gbm = LightGBMForecaster(inputs="day_block", target_transform=p["target_transform"], n_estimators=int(p["n_estimators"]),
-                                 params=booster, n_jobs=int(p["n_jobs"]), **median)
+        gbm = LightGBMForecaster(inputs="day_block", target_transform=p["target_transform"],
+                                 n_estimators=int(p["n_estimators"]), params=booster, n_jobs=int(p["n_jobs"]), **median)
         return wrap(QuantileAverageEnsemble([gbm, LEAR(windows=tuple(p["lear_windows"]), recalibrate=bool(p["lear_recalibrate"]))]))
