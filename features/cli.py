@@ -8,6 +8,7 @@ serving, monitoring) add their commands through the ``aurum.commands`` entry poi
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -338,13 +339,24 @@ _load_stages(app)
 
 
 def main() -> None:
-    """Entry point: run the app; domain errors print one line and exit with status 2."""
+    """Entry point: run the app; domain errors print one line and exit with status 2.
+
+    However the command ends, the objects it leaves are frozen out of the garbage collector
+    (``gc.freeze``) on the way out. At exit CPython clears every module and then collects the cycles
+    left, walking the whole heap of the libraries imported (MLflow, pandas, pyarrow, Feast): 0.9 s
+    of a 5-s ``aurum score`` here (docs/benchmarks.md, batch scoring). Frozen objects are still
+    released by reference counting, the exit handlers still run and the standard streams are still
+    flushed; only those final cycle collections, whose garbage the process exit reclaims anyway, are
+    skipped. Every command has finished its writes (commits, files) before it returns.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
     except AurumError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    finally:
+        gc.freeze()
 
 
 if __name__ == "__main__":

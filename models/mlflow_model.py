@@ -70,7 +70,7 @@ class ForecasterPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         with open(context.artifacts[ARTIFACT], "rb") as f:
-            self.forecaster = pickle.load(f)
+            self.forecaster = _Unpickler(f).load()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         quantiles = (params or {}).get("quantiles") or self.metadata["quantiles"]
@@ -79,6 +79,19 @@ class ForecasterPyfunc(mlflow.pyfunc.PythonModel):
         if not isinstance(ds.dtype, pd.DatetimeTZDtype):
             frame["delivery_start"] = pd.to_datetime(ds).dt.tz_localize("UTC")  # naive = UTC at this boundary
         return self.forecaster.predict(frame, quantiles=tuple(float(q) for q in quantiles))
+
+
+class _Unpickler(pickle.Unpickler):
+    """``pickle``'s own unpickler, except that a LightGBM class is looked up after
+    :func:`models.lightgbm_forecaster.import_lightgbm`, so loading a model does not import
+    scikit-learn for LightGBM's sake (a naive or LEAR-only model imports no LightGBM at all)."""
+
+    def find_class(self, module: str, name: str):
+        if module.partition(".")[0] == "lightgbm":
+            from models.lightgbm_forecaster import import_lightgbm
+
+            import_lightgbm()
+        return super().find_class(module, name)
 
 
 def pyfunc_input(features: pd.DataFrame) -> pd.DataFrame:

@@ -33,6 +33,7 @@ from starlette.routing import Route
 from features.errors import (AccessDeniedError, AurumError, ForecastRequestError, ForecastUnavailableError,
                              OnlineStoreUnavailableError, QuantileError, ScenarioError, ScenarioNotFoundError,
                              UnknownMarketError)
+from features.gctuning import batch_gc
 from features.settings import AurumSettings
 from serving import api
 
@@ -163,6 +164,12 @@ class ForecastService:
     """Loads every served market's champion and answers forecast requests (see the module docstring)."""
 
     def __init__(self) -> None:
+        # The start-up allocates what lives as long as the process (Feast, MLflow, the models): collected
+        # at the batch pace while it runs (features.gctuning), then frozen out of the collector.
+        with batch_gc():
+            self._start()
+
+    def _start(self) -> None:
         began, before = time.perf_counter(), _process_age()
         self.settings = AurumSettings()
         from serving.runtime import ForecastRuntime

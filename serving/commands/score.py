@@ -51,16 +51,19 @@ def score(
     forecast service would have on each D-1 (features as known at gate closure), and archive the
     forecasts in the Iceberg table serving.forecasts. Days already archived for the champion's version
     are skipped, so a re-run (after a crash, too) only adds what is missing."""
-    from features.settings import AurumSettings
-    from serving import batch
+    from features.gctuning import batch_gc
 
     first, last = _day(start, "--from"), _day(end, "--to")
     levels = _levels(quantiles)
-    settings = AurumSettings()
-    with _ProgressBar(enabled=progress) as bar:
-        result = batch.score(settings, market, first, last, engine=engine.value, quantiles=levels,
-                             batch_id=batch_id, tenant=tenant, chunk_days=chunk_days, ray_actors=ray_actors,
-                             progress=bar.update)
+    with batch_gc():
+        from features.settings import AurumSettings
+        from serving import batch
+
+        settings = AurumSettings()
+        with _ProgressBar(enabled=progress) as bar:
+            result = batch.score(settings, market, first, last, engine=engine.value, quantiles=levels,
+                                 batch_id=batch_id, tenant=tenant, chunk_days=chunk_days,
+                                 ray_actors=ray_actors, progress=bar.update)
     typer.echo(result.render())
     typer.echo(f"archived in serving.forecasts: batch_id {result.batch_id!r}, model version {result.model_version}")
 
