@@ -63,6 +63,17 @@ class InvariantScaler:
         return np.sinh(z) * self.mad + self.median
 
 
+def day_design(frame: pd.DataFrame, columns: list[str]) -> tuple[DayBlocks, np.ndarray]:
+    """One row per local day: the 24 hourly values of each of ``columns`` (feature-major, then hour),
+    then 7 weekday dummies; with the day blocks that map rows back to hours."""
+    blocks = DayBlocks.of(frame)
+    cube = blocks.pivot(frame[columns + ["weekday"]].to_numpy(dtype=float))  # (days, 24, k+1)
+    x = cube[:, :, :-1].transpose(0, 2, 1).reshape(len(blocks), -1)  # feature-major, then hour
+    weekday = np.rint(np.nanmedian(cube[:, :, -1], axis=1))
+    dummies = (weekday[:, None] == np.arange(7)[None, :]).astype(float)
+    return blocks, np.hstack([x, dummies])
+
+
 @dataclass
 class _WindowModel:
     """One calibration window's 24 hourly LASSOs, as coefficient arrays (no estimator objects kept)."""
@@ -117,12 +128,7 @@ class LEAR(MarketwiseForecaster):
         return (self.windows, self.alpha_rule, self.exogenous, self.max_iter)
 
     def _design(self, frame: pd.DataFrame, columns: list[str]) -> tuple[DayBlocks, np.ndarray]:
-        blocks = DayBlocks.of(frame)
-        cube = blocks.pivot(frame[columns + ["weekday"]].to_numpy(dtype=float))  # (days, 24, k+1)
-        x = cube[:, :, :-1].transpose(0, 2, 1).reshape(len(blocks), -1)  # feature-major, then hour
-        weekday = np.rint(np.nanmedian(cube[:, :, -1], axis=1))
-        dummies = (weekday[:, None] == np.arange(7)[None, :]).astype(float)
-        return blocks, np.hstack([x, dummies])
+        return day_design(frame, columns)
 
     def _fit_market(self, frame: pd.DataFrame, y: np.ndarray):
         used, unused = self.usable(frame, [*PRICE_LAGS, *self.exogenous])
