@@ -41,6 +41,17 @@ from models.featureframe import CALENDAR_FEATURES, EXOGENOUS_FEATURES, PRICE_FEA
 from models.forecaster import DEFAULT_QUANTILES, MarketwiseForecaster, check_quantiles
 from models.lear import PRICE_LAGS, InvariantScaler
 
+TARGET_TRANSFORMS = ("none", "asinh", "level")
+LEVEL_COLUMN, LEVEL_FALLBACK = "price_prev_day_mean", "price_rolling_mean_P7D"
+# price inputs taken relative to the level under target_transform="level" (the level itself stays absolute)
+RELATIVE_PRICES = ("price_lag_P1D", "price_lag_P2D", "price_lag_P3D", "price_lag_P7D", "price_prev_day_min",
+                   "price_prev_day_max", "price_rolling_mean_P7D")
+
+DEFAULT_PARAMS: dict[str, object] = {
+    "learning_rate": 0.1, "max_bin": 63, "num_leaves": 31, "min_data_in_leaf": 20, "feature_fraction": 0.8,
+    "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+}
+
 
 def import_lightgbm():
     """The ``lightgbm`` module, imported, where this is its first import, without its scikit-learn
@@ -66,17 +77,6 @@ def import_lightgbm():
         if sys.modules.get("sklearn", 0) is None:
             del sys.modules["sklearn"]
     return lightgbm
-
-TARGET_TRANSFORMS = ("none", "asinh", "level")
-LEVEL_COLUMN, LEVEL_FALLBACK = "price_prev_day_mean", "price_rolling_mean_P7D"
-# price inputs taken relative to the level under target_transform="level" (the level itself stays absolute)
-RELATIVE_PRICES = ("price_lag_P1D", "price_lag_P2D", "price_lag_P3D", "price_lag_P7D", "price_prev_day_min",
-                   "price_prev_day_max", "price_rolling_mean_P7D")
-
-DEFAULT_PARAMS: dict[str, object] = {
-    "learning_rate": 0.1, "max_bin": 63, "num_leaves": 31, "min_data_in_leaf": 20, "feature_fraction": 0.8,
-    "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
-}
 
 
 @dataclass
