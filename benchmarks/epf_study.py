@@ -171,21 +171,19 @@ def lgbm_level_scaled(**kw):
 def day_mlp(**kw):
     """A measurement-only multilayer perceptron on LEAR's day blocks, the shape of the paper's DNN.
 
-    One scikit-learn ``MLPRegressor`` per market maps a day's inputs (``models.lear.day_design``: the 24
-    hourly prices of D-1, D-2, D-3 and D-7, the exogenous forecasts of D, weekday dummies; scaled as LEAR
-    scales them) to the 24 prices of D at once; ``seeds`` networks differing only in their initialisation
-    are averaged; ReLU, Adam, an L2 penalty, early stopping on a random tenth of the days. Quantiles are
-    in-sample residual quantiles, as LEAR's. On the validation year it lost alone and in every ensemble
-    (docs/models.md), so it stays here.
+    One scikit-learn ``MLPRegressor`` per market maps a day's inputs (LEAR's: the 24 hourly prices of D-1,
+    D-2, D-3 and D-7, the exogenous forecasts of D, weekday dummies; scaled as LEAR scales them) to the
+    24 prices of D at once; ``seeds`` networks differing only in their initialisation are averaged;
+    ReLU, Adam, an L2 penalty, early stopping on a random tenth of the days. It reuses LEAR's inputs,
+    checks and complete training days; quantiles are in-sample residual quantiles, as LEAR's. On the
+    validation year it lost alone and in every ensemble (docs/models.md), so it stays here.
     """
     import warnings
     from dataclasses import dataclass
 
-    from features.errors import FeatureFrameError
     from models.dayblock import HOURS
-    from models.featureframe import EXOGENOUS_FEATURES
-    from models.forecaster import MarketwiseForecaster, ResidualQuantiles
-    from models.lear import PRICE_LAGS, InvariantScaler, day_design
+    from models.forecaster import ResidualQuantiles
+    from models.lear import LEAR, InvariantScaler
 
     @dataclass
     class _MarketMLP:
@@ -193,7 +191,7 @@ def day_mlp(**kw):
         x_scaler: InvariantScaler
         y_scaler: InvariantScaler
         networks: list  # fitted MLPRegressor objects
-        residuals: ResidualQuantiles
+        residuals: ResidualQuantiles | None
         dropped_days: int
 
         def scaled(self, x: np.ndarray) -> np.ndarray:
@@ -205,63 +203,36 @@ def day_mlp(**kw):
             z = self.scaled(x)
             return self.y_scaler.inverse(np.mean([net.predict(z) for net in self.networks], axis=0))
 
-
-    class DayMLP(MarketwiseForecaster):
-        """Multi-output MLPs (24 prices of a day from its day block), averaged over ``seeds`` initialisations."""
-
-        required_columns = ("hour", "weekday")
-
-        def __init__(self, hidden: tuple[int, ...] = (256, 128), *, alpha: float = 1e-3, learning_rate: float = 1e-3,
-                     max_epochs: int = 500, seeds: int = 4, exogenous: tuple[str, ...] = EXOGENOUS_FEATURES):
-            if not hidden or any(int(h) < 1 for h in hidden):
-                raise ValueError(f"hidden {hidden!r} must be one or more layer sizes of at least 1")
-            if alpha < 0 or learning_rate <= 0 or int(max_epochs) < 1 or int(seeds) < 1:
-                raise ValueError(f"alpha {alpha!r} must be >= 0, learning_rate {learning_rate!r} > 0, max_epochs "
-                                 f"{max_epochs!r} and seeds {seeds!r} at least 1")
-            self.hidden = tuple(int(h) for h in hidden)
-            self.alpha = float(alpha)
-            self.learning_rate = float(learning_rate)
-            self.max_epochs = int(max_epochs)
-            self.seeds = int(seeds)
-            self.exogenous = tuple(exogenous)
+    class DayMLP(LEAR):
+        def __init__(self, hidden=(256, 128), *, alpha=1e-3, learning_rate=1e-3, max_epochs=500, seeds=4):
+            super().__init__()
+            self.hidden, self.alpha, self.learning_rate = tuple(hidden), float(alpha), float(learning_rate)
+            self.max_epochs, self.seeds = int(max_epochs), int(seeds)
 
         def fit_key(self) -> tuple:
-            """Deterministic (fixed seeds): equal parameters on equal data give equal fits."""
             return (self.hidden, self.alpha, self.learning_rate, self.max_epochs, self.seeds, self.exogenous)
 
-        def _fit_market(self, frame: pd.DataFrame, y: np.ndarray):
+        def _fit_windows(self, frame, y, used, previous):
             from sklearn.exceptions import ConvergenceWarning
             from sklearn.neural_network import MLPRegressor
 
-            used, unused = self.usable(frame, [*PRICE_LAGS, *self.exogenous])
-            missing_lags = [c for c in PRICE_LAGS if c not in used]
-            if missing_lags:
-                raise FeatureFrameError(f"DayMLP needs {missing_lags[0]!r}, NaN in every training row of market "
-                                        f"{frame['market'].iat[0]!r}", column=missing_lags[0])
-            frame = frame.assign(_y=y)
-            blocks, x = day_design(frame, used)
-            target = blocks.pivot(frame["_y"].to_numpy())
-            ok = ~(np.isnan(x).any(axis=1) | np.isnan(target).any(axis=1))
-            x, target = x[ok], target[ok]
-            if len(x) < 28:
-                raise FeatureFrameError(f"DayMLP needs at least 28 complete training days for market "
-                                        f"{frame['market'].iat[0]!r}, got {len(x)}")
-            xs, ys = InvariantScaler(x[:, :-7]), InvariantScaler(target)
-            state = _MarketMLP(used, xs, ys, [], None, int((~ok).sum()))  # type: ignore[arg-type]
-            z, zy = state.scaled(x), ys.transform(target)
+            x, target, dropped = self._training_days(frame, y, used, least=28)
+            state = _MarketMLP(used, InvariantScaler(x[:, :-7]), InvariantScaler(target), [], None, dropped)
+            z, zy = state.scaled(x), state.y_scaler.transform(target)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 for seed in range(self.seeds):
-                    net = MLPRegressor(hidden_layer_sizes=self.hidden, alpha=self.alpha, learning_rate_init=self.learning_rate,
-                                       max_iter=self.max_epochs, early_stopping=True, validation_fraction=0.1,
-                                       n_iter_no_change=20, random_state=seed)
+                    net = MLPRegressor(hidden_layer_sizes=self.hidden, alpha=self.alpha,
+                                       learning_rate_init=self.learning_rate, max_iter=self.max_epochs,
+                                       early_stopping=True, validation_fraction=0.1, n_iter_no_change=20,
+                                       random_state=seed)
                     state.networks.append(net.fit(z, zy))
             resid = target - state.point(x)
             state.residuals = ResidualQuantiles(np.tile(np.arange(HOURS), len(x)), resid.ravel())
-            return state, used, unused
+            return state
 
-        def _predict_market(self, state: _MarketMLP, frame: pd.DataFrame, quantiles):
-            blocks, x = day_design(frame, state.columns)
+        def _predict_market(self, state, frame, quantiles):
+            blocks, x = self._design(frame, state.columns)
             rows = blocks.unpivot(state.point(x))
             return rows[:, None] + state.residuals.shift(frame["hour"].to_numpy(), quantiles)
 

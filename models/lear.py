@@ -63,17 +63,6 @@ class InvariantScaler:
         return np.sinh(z) * self.mad + self.median
 
 
-def day_design(frame: pd.DataFrame, columns: list[str]) -> tuple[DayBlocks, np.ndarray]:
-    """One row per local day: the 24 hourly values of each of ``columns`` (feature-major, then hour),
-    then 7 weekday dummies; with the day blocks that map rows back to hours."""
-    blocks = DayBlocks.of(frame)
-    cube = blocks.pivot(frame[columns + ["weekday"]].to_numpy(dtype=float))  # (days, 24, k+1)
-    x = cube[:, :, :-1].transpose(0, 2, 1).reshape(len(blocks), -1)  # feature-major, then hour
-    weekday = np.rint(np.nanmedian(cube[:, :, -1], axis=1))
-    dummies = (weekday[:, None] == np.arange(7)[None, :]).astype(float)
-    return blocks, np.hstack([x, dummies])
-
-
 @dataclass
 class _WindowModel:
     """One calibration window's 24 hourly LASSOs, as coefficient arrays (no estimator objects kept)."""
@@ -128,7 +117,12 @@ class LEAR(MarketwiseForecaster):
         return (self.windows, self.alpha_rule, self.exogenous, self.max_iter)
 
     def _design(self, frame: pd.DataFrame, columns: list[str]) -> tuple[DayBlocks, np.ndarray]:
-        return day_design(frame, columns)
+        blocks = DayBlocks.of(frame)
+        cube = blocks.pivot(frame[columns + ["weekday"]].to_numpy(dtype=float))  # (days, 24, k+1)
+        x = cube[:, :, :-1].transpose(0, 2, 1).reshape(len(blocks), -1)  # feature-major, then hour
+        weekday = np.rint(np.nanmedian(cube[:, :, -1], axis=1))
+        dummies = (weekday[:, None] == np.arange(7)[None, :]).astype(float)
+        return blocks, np.hstack([x, dummies])
 
     def _fit_market(self, frame: pd.DataFrame, y: np.ndarray):
         used, unused = self.usable(frame, [*PRICE_LAGS, *self.exogenous])
@@ -142,23 +136,29 @@ class LEAR(MarketwiseForecaster):
         """The same inputs and each window's hourly penalties; scaling and coefficients from the newer rows."""
         return self._fit_windows(frame, y, state.columns, state.windows)
 
-    def _fit_windows(self, frame: pd.DataFrame, y: np.ndarray, used: list[str],
-                     previous: list[_WindowModel] | None) -> _MarketLEAR:
+    def _training_days(self, frame: pd.DataFrame, y: np.ndarray, used: list[str], least: int = 7
+                       ) -> tuple[np.ndarray, np.ndarray, int]:
+        """The design rows and 24-hour targets of the complete training days (no missing input or target
+        after interpolation), and how many days were dropped; fewer than ``least`` is an error."""
         frame = frame.assign(_y=y)
         blocks, x = self._design(frame, used)
         target = blocks.pivot(frame["_y"].to_numpy())
         ok = ~(np.isnan(x).any(axis=1) | np.isnan(target).any(axis=1))
-        x, target = x[ok], target[ok]
-        if len(x) < 7:
-            raise FeatureFrameError(f"LEAR needs at least 7 complete training days for market "
-                                    f"{frame['market'].iat[0]!r}, got {len(x)}")
+        if ok.sum() < least:
+            raise FeatureFrameError(f"{type(self).__name__} needs at least {least} complete training days for "
+                                    f"market {frame['market'].iat[0]!r}, got {int(ok.sum())}")
+        return x[ok], target[ok], int((~ok).sum())
+
+    def _fit_windows(self, frame: pd.DataFrame, y: np.ndarray, used: list[str],
+                     previous: list[_WindowModel] | None) -> _MarketLEAR:
+        x, target, dropped = self._training_days(frame, y, used)
         models = [self._fit_window(x[-w:], target[-w:], w, previous[i] if previous else None)
                   for i, w in enumerate(self.windows)]
         longest = models[int(np.argmax([m.days_used for m in models]))]
         n = longest.days_used
         resid = target[-n:] - longest.predict(x[-n:])
         hours = np.tile(np.arange(HOURS), n)
-        return _MarketLEAR(used, models, ResidualQuantiles(hours, resid.ravel()), int((~ok).sum()))
+        return _MarketLEAR(used, models, ResidualQuantiles(hours, resid.ravel()), dropped)
 
     def _fit_window(self, x: np.ndarray, y: np.ndarray, window: int, previous: _WindowModel | None = None
                     ) -> _WindowModel:
