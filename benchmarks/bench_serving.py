@@ -360,8 +360,8 @@ def _floor_slope_per_min(samples: list[dict], what: str, after: float) -> float:
             minute[k] = min(minute.get(k, float("inf")), s[what])
     if len(minute) < 3:
         return float("nan")
-    x = np.array(sorted(minute), dtype=float) + 0.5
-    return float(np.polyfit(x, [minute[int(k)] for k in x - 0.5], 1)[0])
+    keys = sorted(minute)
+    return float(np.polyfit(np.array(keys) + 0.5, [minute[k] for k in keys], 1)[0])
 
 
 def _at(samples: list[dict], what: str, t: float) -> float:
