@@ -21,11 +21,14 @@ bench-epf`` adds ``--param lear_recalibrate=true``: the LEAR member is recalibra
 newest data between the weekly refits, as the paper recalibrates its LEAR daily and as operations
 that retrain daily would run (chosen on the validation year too), and ``--market-param
 NP:target_transform=level``: NP's LightGBM member fits prices relative to D-1's level, which won
-clearly on NP's validation year and lost on BE's and FR's (docs/models.md). Each market has its own
+clearly on NP's validation year and lost on BE's and FR's (docs/models.md), and ``NP:exogenous_lags=day_stats``
+with ``NP:lgbm_weight=2``: NP's members also see the forecasts of D-1 and D-7, and the LightGBM member
+weighs twice LEAR (chosen on NP's validation year too; no gain on BE's or FR's). Each market has its own
 champion on the platform, so a per-market recipe is what a user would register.
 
     python benchmarks/bench_epf.py                   # NP, BE, FR; writes nothing
     python benchmarks/bench_epf.py --param lear_recalibrate=true --market-param NP:target_transform=level \
+        --market-param NP:exogenous_lags=day_stats --market-param NP:lgbm_weight=2 \
         --write-docs   # what make bench-epf runs
     python benchmarks/bench_epf.py --markets NP --days 56   # a quick look at the last 56 days
 """

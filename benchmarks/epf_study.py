@@ -60,6 +60,22 @@ def load_market(code: str) -> tuple[pd.DataFrame, pd.Series]:
         return training_frame(data.prices(code), data.fundamentals(code), market)
 
 
+def with_neighbour_prices(code: str, features: pd.DataFrame, neighbour: str, slot: str = "fuel_price_eur_mwh"
+                          ) -> pd.DataFrame:
+    """A measurement-only frame: ``neighbour``'s same-hour price of D-1 in the unused column ``slot``.
+
+    The neighbour's D-1 prices were public when the market's own were (the same auction of D-2), so this
+    leaks nothing. ``slot`` must be empty (all NaN) in the market's frame; LEAR and LightGBM then see
+    the neighbour's 24 prices of D-1 as they see an exogenous day block. The platform would need a
+    feature for it (a neighbour-price view); this only measures what the input is worth.
+    """
+    if features[slot].notna().any():
+        raise SystemExit(f"{code}: column {slot!r} holds values; it cannot carry {neighbour}'s prices")
+    other, _ = load_market(neighbour)
+    lag = other.set_index("delivery_start")["price_lag_P1D"]
+    return features.assign(**{slot: features["delivery_start"].map(lag).to_numpy()})
+
+
 def lear_with_lagged_exogenous(**kw):
     """A measurement-only LEAR that also sees the exogenous forecasts of D-1 and D-7, as in the paper.
 
@@ -241,6 +257,7 @@ def day_mlp(**kw):
 
 def model_factory(name: str, n_jobs: int):
     from models.conformal import ConformalForecaster
+    from models.featureframe import EXOGENOUS_FEATURES, EXOGENOUS_LAG_FEATURES
     from models.lear import LEAR, PRICE_LAGS
     from models.lightgbm_forecaster import LightGBMForecaster
     from models.naive import WeeklyNaive
@@ -267,6 +284,15 @@ def model_factory(name: str, n_jobs: int):
         "lgbm_p4_hourly": lambda: gbm(block_prices=PRICE_LAGS, structure="per_hour"),
         "lgbm_p4_l2": lambda: gbm(block_prices=PRICE_LAGS, median_objective="l2"),
         "lgbm_exo_lags": lambda: lgbm_with_lagged_exogenous(n_jobs=n_jobs),
+        "lgbm_med_level_exo_lags": lambda: lgbm_with_lagged_exogenous(n_jobs=n_jobs, target_transform="level",
+                                                                      **SLOW_MEDIAN),
+        "lear_recal_exo_lags": lambda: lear_with_lagged_exogenous(windows=(56, 84, 364, 728), recalibrate=True),
+        # the same inputs from the feature service's exogenous_lag_features (what the platform ships)
+        "lear_recal_xl": lambda: LEAR(windows=(56, 84, 364, 728), recalibrate=True,
+                                      exogenous=EXOGENOUS_FEATURES + EXOGENOUS_LAG_FEATURES),
+        "lgbm_med_level_xl_block": lambda: gbm(target_transform="level", exogenous_lags="day_block", **SLOW_MEDIAN),
+        "lgbm_med_level_xl_stats": lambda: gbm(target_transform="level", exogenous_lags="day_stats", **SLOW_MEDIAN),
+        "lgbm_med_xl_stats": lambda: gbm(exogenous_lags="day_stats", **SLOW_MEDIAN),
         # the spec's default booster (the median 600 rounds at 0.05, the tails 200 at 0.1) and variants of it
         "lgbm_med": lambda: gbm(**SLOW_MEDIAN),
         "lgbm_med_asinh": lambda: gbm(target_transform="asinh", **SLOW_MEDIAN),
@@ -321,25 +347,25 @@ def parts(name: str, model, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def backtest(features: pd.DataFrame, target: pd.Series, days: list[pd.Timestamp], names: list[str],
-             train_days: int, n_jobs: int) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
-    """Forecast every day in ``days`` (local midnights), refitting at the start of each 7-day week (a
-    model that recalibrates is recalibrated before each later day of the week on the days before it)."""
+             train_days: int, n_jobs: int, refit_days: int = 7) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
+    """Forecast every day in ``days`` (local midnights), refitting at the start of each block of ``refit_days``
+    days (a model that recalibrates is recalibrated before each later day of the block on the days before it)."""
     from models.featureframe import local_day
 
     day = local_day(features)
     out: dict[str, list[pd.DataFrame]] = {n: [] for n in names}
     seconds = dict.fromkeys(names, 0.0)
     weeks = sorted({d for d in days}, key=lambda d: d)
-    week_starts = [d for i, d in enumerate(weeks) if i % 7 == 0]
+    week_starts = [d for i, d in enumerate(weeks) if i % refit_days == 0]
     for start in week_starts:
         train = ((day < start) & (day >= start - pd.Timedelta(days=train_days))).to_numpy()
-        test = ((day >= start) & (day < start + pd.Timedelta(days=7))).to_numpy() & day.isin(days).to_numpy()
+        test = ((day >= start) & (day < start + pd.Timedelta(days=refit_days))).to_numpy() & day.isin(days).to_numpy()
         for n in names:
             t = time.perf_counter()
             model = model_factory(n, n_jobs).fit(features[train], target[train])
             if model.recalibrates:  # day by day, recalibrated on the days before each (the week's penalties)
                 daily: dict[str, list[pd.DataFrame]] = {}
-                for d in range(7):
+                for d in range(refit_days):
                     on = start + pd.Timedelta(days=d)
                     rows = ((day == on).to_numpy() & test)
                     if not rows.any():
@@ -347,12 +373,17 @@ def backtest(features: pd.DataFrame, target: pd.Series, days: list[pd.Timestamp]
                     if d:
                         known = ((day < on) & (day >= on - pd.Timedelta(days=train_days))).to_numpy()
                         model.recalibrate(features[known], target[known])
-                    for key, pred in {n: model.predict(features[rows]), **parts(n, model, features[rows])}.items():
+                    if getattr(model, "needs_history", False):  # the day's rows and the week before them
+                        context = ((day >= on - pd.Timedelta(days=7)) & (day <= on)).to_numpy()
+                        day_preds = {n: model.predict(features[context]).loc[features.index[rows]]}
+                    else:
+                        day_preds = {n: model.predict(features[rows]), **parts(n, model, features[rows])}
+                    for key, pred in day_preds.items():
                         daily.setdefault(key, []).append(pred)
                 week = {key: pd.concat(v) for key, v in daily.items()}
                 out[n].append(week.pop(n))
             elif getattr(model, "needs_history", False):
-                context = ((day >= start - pd.Timedelta(days=7)) & (day < start + pd.Timedelta(days=7))).to_numpy()
+                context = ((day >= start - pd.Timedelta(days=7)) & (day < start + pd.Timedelta(days=refit_days))).to_numpy()
                 out[n].append(model.predict(features[context]).loc[features.index[test]])
                 week = parts(n, model, features[test])
             else:
@@ -394,7 +425,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--phase", choices=("test", "validation"), default="test", help="which period to forecast")
     ap.add_argument("--days", type=int, default=None, help="subsample this many days (whole weeks) of the period")
     ap.add_argument("--train-days", type=int, default=1456, help="training window before each refit (days)")
+    ap.add_argument("--refit-days", type=int, default=7, help="refit every this many days (the benchmark: 7)")
     ap.add_argument("--n-jobs", type=int, default=2, help="threads for LightGBM (keep <= 2 on a shared machine)")
+    ap.add_argument("--neighbour", default="",
+                    help="comma-separated M:N pairs: market M also sees market N's prices of D-1 (study only)")
     ap.add_argument("--save", type=Path, default=None, help="folder to write per-market forecast parquet files")
     ap.add_argument("--rescore", type=Path, default=None,
                     help="no backtest: score the forecasts saved in this folder (by --save runs), plus --combine")
@@ -412,10 +446,13 @@ def main(argv: list[str] | None = None) -> None:
     for code in args.markets.split(","):
         t0 = time.perf_counter()
         features, target = load_market(code)
+        neighbours = dict(pair.split(":") for pair in args.neighbour.split(",") if pair)
+        if code in neighbours:
+            features = with_neighbour_prices(code, features, neighbours[code])
         days = chosen_days(features, args.phase, args.days)
         print(f"\n{code}: {len(features):,} feature rows, {args.phase} {len(days)} days "
               f"({days[0].date()} .. {days[-1].date()}), built in {time.perf_counter() - t0:.1f}s", flush=True)
-        preds, seconds = backtest(features, target, days, names, args.train_days, args.n_jobs)
+        preds, seconds = backtest(features, target, days, names, args.train_days, args.n_jobs, args.refit_days)
         rows = features.loc[preds[names[0]].index]
         blocks = DayBlocks.of(rows)
         actual = blocks.pivot(target.loc[rows.index].to_numpy())
@@ -447,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"{M.diebold_mariano(real, ens, sel['LEAR Ensemble'].to_numpy()):.3g}")
         period = TEST_DAYS if args.phase == "test" else VALIDATION_DAYS
         print(f"\n{code} {args.phase}, {len(days)} days ({'all' if len(days) >= period else 'subsampled'}), "
-              f"refit weekly on {args.train_days} days")
+              f"refit every {args.refit_days} days on {args.train_days} days")
         print(f"  {'model':<16} {'MAE':>7} {'rMAE':>6} {'sMAPE%':>7} {'RMSE':>7} {'cov80':>6} {'pinball':>8} {'fit+pred s':>10}")
         for n, v in table.items():
             print(f"  {n:<16} {v[0]:7.3f} {v[1]:6.3f} {v[2]:7.3f} {v[3]:7.3f} {v[4]:6.3f} {v[5]:8.3f} "

@@ -14,7 +14,7 @@ from feast import Entity, FeatureService, FeatureView, Field, ValueType
 from feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source import IcebergSource
 from feast.types import Bool, Float64, Int64
 
-from features.transforms import CalendarAdder, ExogenousAdder, PriceLagsAdder
+from features.transforms import CalendarAdder, ExogenousAdder, ExogenousLagsAdder, PriceLagsAdder
 
 # A day-ahead forecast for day D is issued on D-1; its inputs are at most ~2 days old then.
 FRESHNESS = timedelta(days=2)
@@ -59,11 +59,14 @@ price_features = _view("price_features", dict.fromkeys(PriceLagsAdder().feature_
                        "Same-hour price lags and previous-day/rolling statistics known before gate closure on D-1.")
 exogenous_features = _view("exogenous_features", dict.fromkeys(ExogenousAdder().feature_names, "double"),
                            "Day-ahead load, wind, solar, generation and fuel forecasts of the delivery hour; residual load.")
+exogenous_lag_features = _view("exogenous_lag_features",
+                               dict.fromkeys(ExogenousLagsAdder().feature_names, "double"),
+                               "Day-ahead load, wind, solar and generation forecasts of the same hour on D-1 and D-7.")
 calendar_features = _view("calendar_features", CalendarAdder.feature_kinds,
                           "Local hour, weekday, month, cyclic hour and day of year, weekend, public holiday.")
 
 day_ahead_v1 = FeatureService(
     name="day_ahead_v1",
-    features=[price_features, exogenous_features, calendar_features],
+    features=[price_features, exogenous_features, exogenous_lag_features, calendar_features],
     description="Features of the day-ahead price forecasters, version 1 (recorded with every MLflow run).",
 )

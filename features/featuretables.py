@@ -23,7 +23,7 @@ import pyarrow as pa
 from features.lake import Lake, feature_table_layout, to_arrow, window_filter
 from features.marketdata import MarketData, utc_bound
 from features.markets import Market
-from features.transforms import CalendarAdder, ExogenousAdder, PriceLagsAdder
+from features.transforms import CalendarAdder, ExogenousAdder, ExogenousLagsAdder, PriceLagsAdder
 
 FEATURE_NAMESPACE = "features"
 KEY = ["market", "delivery_start"]
@@ -38,7 +38,7 @@ class FeatureGroup:
     lookback: dt.timedelta  # history the transform needs before the first row it produces
 
     def adder(self):
-        return {"prices": PriceLagsAdder, "fundamentals": ExogenousAdder, "calendar": CalendarAdder}[self.source]()
+        return ADDERS[self.table]()
 
     @property
     def ident(self) -> str:
@@ -50,9 +50,12 @@ class FeatureGroup:
         return feature_table_layout(kinds)
 
 
+ADDERS = {"price_features": PriceLagsAdder, "exogenous_features": ExogenousAdder,
+          "exogenous_lag_features": ExogenousLagsAdder, "calendar_features": CalendarAdder}
 GROUPS: tuple[FeatureGroup, ...] = (
     FeatureGroup("price_features", "prices", dt.timedelta(days=PriceLagsAdder.rolling_days + 2)),
     FeatureGroup("exogenous_features", "fundamentals", dt.timedelta(0)),
+    FeatureGroup("exogenous_lag_features", "fundamentals", dt.timedelta(days=max(ExogenousLagsAdder.lag_days) + 1)),
     FeatureGroup("calendar_features", "calendar", dt.timedelta(0)),  # last: covers the hours of the others
 )
 

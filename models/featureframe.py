@@ -12,13 +12,15 @@ import numpy as np
 import pandas as pd
 
 from features.errors import FeatureFrameError
-from features.transforms import CalendarAdder, ExogenousAdder, PriceLagsAdder
+from features.transforms import CalendarAdder, ExogenousAdder, ExogenousLagsAdder, PriceLagsAdder
 
 FEATURE_SERVICE = "day_ahead_v1"
 PRICE_FEATURES: tuple[str, ...] = tuple(PriceLagsAdder().feature_names)
 EXOGENOUS_FEATURES: tuple[str, ...] = tuple(ExogenousAdder().feature_names)
+# the forecasts of D-1 and D-7: inputs only of models that ask for them (``exogenous_lags``)
+EXOGENOUS_LAG_FEATURES: tuple[str, ...] = tuple(ExogenousLagsAdder().feature_names)
 CALENDAR_FEATURES: tuple[str, ...] = tuple(CalendarAdder.feature_names)
-FEATURE_NAMES: tuple[str, ...] = PRICE_FEATURES + EXOGENOUS_FEATURES + CALENDAR_FEATURES
+FEATURE_NAMES: tuple[str, ...] = PRICE_FEATURES + EXOGENOUS_FEATURES + EXOGENOUS_LAG_FEATURES + CALENDAR_FEATURES
 KEY_COLUMNS: tuple[str, ...] = ("market", "delivery_start")
 _FEATURE_SET = frozenset(FEATURE_NAMES)
 META_COLUMNS: tuple[str, ...] = ("event_timestamp", "known_at", "computed_at", "feature_age", "stale",

@@ -21,8 +21,9 @@ are skipped), while the scaling and the coefficients are refitted on the window'
 coordinate descent starts from the previous coefficients). A rolling backtest recalibrates daily
 inside its refit blocks, as the paper recalibrates its LEAR daily.
 
-Differences to the paper: the exogenous forecasts of D-1 and D-7 are not inputs (a serving request
-holds only day D's rows). Quantiles are the ensemble forecast plus per-hour quantiles of the
+Differences to the paper: the exogenous forecasts of D-1 and D-7 are inputs only when ``exogenous``
+names them (``EXOGENOUS_LAG_FEATURES``, the feature view ``exogenous_lag_features``; the spec's
+``exogenous_lags``): on the EPF validation year they helped NP and not BE or FR. Quantiles are the ensemble forecast plus per-hour quantiles of the
 in-sample residuals of the longest window (optimistic: wrap it in ``ConformalForecaster``).
 Missing inputs: hours are interpolated inside a day (see :mod:`models.dayblock`); a feature missing
 for a whole day takes its training median (0 after scaling). Training days with any missing input or

@@ -37,11 +37,12 @@ import pandas as pd
 
 from features.errors import QuantileError
 from models.dayblock import HOURS, DayBlocks
-from models.featureframe import CALENDAR_FEATURES, EXOGENOUS_FEATURES, PRICE_FEATURES
+from models.featureframe import CALENDAR_FEATURES, EXOGENOUS_FEATURES, EXOGENOUS_LAG_FEATURES, PRICE_FEATURES
 from models.forecaster import DEFAULT_QUANTILES, MarketwiseForecaster, check_quantiles
 from models.lear import PRICE_LAGS, InvariantScaler
 
 TARGET_TRANSFORMS = ("none", "asinh", "level")
+EXOGENOUS_LAG_INPUTS = ("none", "day_stats", "day_block")
 LEVEL_COLUMN, LEVEL_FALLBACK = "price_prev_day_mean", "price_rolling_mean_P7D"
 # price inputs taken relative to the level under target_transform="level" (the level itself stays absolute)
 RELATIVE_PRICES = ("price_lag_P1D", "price_lag_P2D", "price_lag_P3D", "price_lag_P7D", "price_prev_day_min",
@@ -86,6 +87,7 @@ class _MarketGBM:
     scaler: InvariantScaler | None
     boosters: dict[tuple[int, float], object] = field(default_factory=dict)  # (hour or -1, quantile)
     level_fill: float | None = None  # target_transform="level": the level where a row has none
+    stat_columns: tuple[str, ...] = ()  # columns that add their daily mean, min and max only (exogenous lags)
 
 
 class LightGBMForecaster(MarketwiseForecaster):
@@ -95,7 +97,8 @@ class LightGBMForecaster(MarketwiseForecaster):
                  inputs: str = "day_block", target_transform: str = "none", n_estimators: int = 200,
                  params: dict[str, object] | None = None, n_jobs: int = 2, seed: int = 0,
                  block_prices: tuple[str, ...] = ("price_lag_P1D",), median_objective: str = "quantile",
-                 median_n_estimators: int | None = None, median_learning_rate: float | None = None):
+                 median_n_estimators: int | None = None, median_learning_rate: float | None = None,
+                 exogenous_lags: str = "none"):
         if structure not in ("pooled", "per_hour"):
             raise ValueError(f"structure {structure!r} must be 'pooled' or 'per_hour'")
         if inputs not in ("same_hour", "day_block"):
@@ -105,6 +108,8 @@ class LightGBMForecaster(MarketwiseForecaster):
         unknown = [c for c in block_prices if c not in PRICE_LAGS]
         if not block_prices or unknown:
             raise ValueError(f"block_prices {block_prices!r} must be a non-empty subset of {PRICE_LAGS!r}")
+        if exogenous_lags not in EXOGENOUS_LAG_INPUTS:
+            raise ValueError(f"exogenous_lags {exogenous_lags!r} must be one of {', '.join(EXOGENOUS_LAG_INPUTS)}")
         if median_objective not in ("quantile", "l2"):
             raise ValueError(f"median_objective {median_objective!r} must be 'quantile' or 'l2'")
         if median_n_estimators is not None and int(median_n_estimators) < 1:
@@ -112,6 +117,7 @@ class LightGBMForecaster(MarketwiseForecaster):
         if median_learning_rate is not None and not float(median_learning_rate) > 0:
             raise ValueError(f"median_learning_rate {median_learning_rate!r} must be positive (None: learning_rate)")
         self.median_objective = median_objective
+        self.exogenous_lags = exogenous_lags
         # the median booster alone decides the point forecast (MAE): it may boost longer and slower than the tails
         self.median_n_estimators, self.median_learning_rate = median_n_estimators, median_learning_rate
         self.quantiles = check_quantiles(quantiles)
@@ -121,13 +127,16 @@ class LightGBMForecaster(MarketwiseForecaster):
 
     # ------------------------------------------------------------ design
 
-    def _design(self, frame: pd.DataFrame, columns: list[str], block_columns: list[str]) -> np.ndarray:
+    def _design(self, frame: pd.DataFrame, columns: list[str], block_columns: list[str],
+                stat_columns: tuple[str, ...] | list[str] = ()) -> np.ndarray:
+        """Row inputs ``columns``; per day, every hour of ``block_columns`` and the daily mean, min and max of
+        ``block_columns`` and ``stat_columns``."""
         x = frame[columns].to_numpy(dtype=float)
-        if not block_columns:
+        if not block_columns and not stat_columns:
             return x
         blocks = DayBlocks.of(frame)
-        cube = blocks.pivot(frame[block_columns].to_numpy(dtype=float))  # (days, 24, k)
-        wide = cube.transpose(0, 2, 1).reshape(len(blocks), -1)
+        cube = blocks.pivot(frame[[*block_columns, *stat_columns]].to_numpy(dtype=float))  # (days, 24, k)
+        wide = cube[:, :, :len(block_columns)].transpose(0, 2, 1).reshape(len(blocks), -1)
         with np.errstate(all="ignore"):
             import warnings
 
@@ -158,12 +167,18 @@ class LightGBMForecaster(MarketwiseForecaster):
     def _fit_market(self, frame: pd.DataFrame, y: np.ndarray):
         lgb = import_lightgbm()
 
-        candidates = [*PRICE_FEATURES, *EXOGENOUS_FEATURES, *CALENDAR_FEATURES]
+        lags = EXOGENOUS_LAG_FEATURES if self.exogenous_lags != "none" else ()
+        candidates = [*PRICE_FEATURES, *EXOGENOUS_FEATURES, *lags, *CALENDAR_FEATURES]
         used, unused = self.usable(frame, candidates)
-        block = []
+        block, stats = [], ()
         if self.inputs == "day_block":
             prices = [c for c in self.block_prices if c in used]
             block = prices + [c for c in EXOGENOUS_FEATURES if c in used and c != "fuel_price_eur_mwh"]
+            used_lags = [c for c in lags if c in used]
+            if self.exogenous_lags == "day_block":
+                block += used_lags
+            else:
+                stats = tuple(used_lags)
         scaler = InvariantScaler(y[:, None]) if self.target_transform == "asinh" else None
         z = scaler.transform(y[:, None])[:, 0] if scaler else y
         fill = None
@@ -171,8 +186,8 @@ class LightGBMForecaster(MarketwiseForecaster):
             fill = float(np.nanmedian(y))
             level = self._level(frame, fill)
             frame, z = self._relative(frame, level), y - level
-        x = self._design(frame, used, block)
-        state = _MarketGBM(used, block, scaler, level_fill=fill)
+        x = self._design(frame, used, block, stats)
+        state = _MarketGBM(used, block, scaler, level_fill=fill, stat_columns=stats)
         hours = frame["hour"].to_numpy()
         groups = [(-1, np.ones(len(frame), bool))] if self.structure == "pooled" else \
             [(h, hours == h) for h in range(HOURS)]
@@ -204,7 +219,7 @@ class LightGBMForecaster(MarketwiseForecaster):
         if state.level_fill is not None:
             level = self._level(frame, state.level_fill)
             frame = self._relative(frame, level)
-        x = self._design(frame, state.columns, state.block_columns)
+        x = self._design(frame, state.columns, state.block_columns, state.stat_columns)
         fitted = np.zeros((len(frame), len(self.quantiles)))
         hours = frame["hour"].to_numpy()
         for j, q in enumerate(self.quantiles):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from features.markets import BUILTIN_MARKETS, Market, MarketRegistry
-from features.transforms import CalendarAdder, ExogenousAdder, PriceLagsAdder
+from features.transforms import CalendarAdder, ExogenousAdder, ExogenousLagsAdder, PriceLagsAdder
 from models.featureframe import FEATURE_NAMES
 
 
@@ -27,10 +27,12 @@ def training_frame(prices: pd.DataFrame, fundamentals: pd.DataFrame, market: Mar
     """
     price_f = PriceLagsAdder().transform(prices, market).drop(columns="known_at")
     exo = ExogenousAdder().transform(fundamentals, market).drop(columns="known_at")
+    exo_lags = ExogenousLagsAdder().transform(fundamentals, market).drop(columns=["known_at", "market"])
     target = prices[["delivery_start", "price"]].copy()
     target["delivery_start"] = pd.to_datetime(target["delivery_start"], utc=True).astype("datetime64[us, UTC]")
     rows = target.merge(price_f, on="delivery_start", how="left").merge(exo.drop(columns="market"),
                                                                          on="delivery_start", how="left")
+    rows = rows.merge(exo_lags, on="delivery_start", how="left")
     rows["market"] = market.code
     cal = CalendarAdder().rows(rows["delivery_start"], market).drop(columns=["known_at", "market"])
     rows = rows.merge(cal, on="delivery_start", how="left")

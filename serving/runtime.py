@@ -251,7 +251,7 @@ class ForecastRuntime:
     # ------------------------------------------------------------------ state
 
     def refresh_snapshots(self) -> None:
-        for table in ("price_features", "exogenous_features", "calendar_features"):
+        for table in ("price_features", "exogenous_features", "exogenous_lag_features", "calendar_features"):
             try:
                 sid = self.lake.snapshot_id(f"features.{table}")
             except AurumError:

@@ -39,13 +39,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from features.errors import ScenarioError, ScenarioNotFoundError
 from features.settings import DEFAULT_BOUNDS, AurumSettings
 from features.transforms.calendar import CALENDAR_FEATURES
-from features.transforms.exogenous import EXOGENOUS_COLUMNS, RESIDUAL_LOAD_PARTS, residual_load
+from features.transforms.exogenous import EXOGENOUS_COLUMNS, RESIDUAL_LOAD_PARTS, ExogenousLagsAdder, residual_load
 from features.transforms.price_lags import PriceLagsAdder
 from serving.keys import now_utc, open_engine, utc
 
 OVERRIDABLE: tuple[str, ...] = EXOGENOUS_COLUMNS
 DERIVED: dict[str, tuple[str, ...]] = {"residual_load_mw": RESIDUAL_LOAD_PARTS}
 PRICE_FEATURES: tuple[str, ...] = tuple(PriceLagsAdder().feature_names)
+LAGGED_FORECASTS: tuple[str, ...] = tuple(ExogenousLagsAdder().feature_names)
 LOCAL_HOURS = range(24)  # wall-clock hour of the local delivery day, as the calendar feature ``hour``
 MAX_OVERRIDES = 20
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # the same slug as the service API's scenario names
@@ -60,6 +61,9 @@ def _refusal(feature: str) -> str:
                 f"override those instead (overridable: {allowed})")
     if feature in PRICE_FEATURES:
         return f"feature {feature!r} is a price lag (past prices), not a forecast input; overridable: {allowed}"
+    if feature in LAGGED_FORECASTS:
+        return (f"feature {feature!r} is a forecast of an earlier day (D-1 or D-7), published before this one; "
+                f"a scenario changes the delivery day's own forecasts: {allowed}")
     if feature in CALENDAR_FEATURES:
         return f"feature {feature!r} is a calendar feature, not a forecast input; overridable: {allowed}"
     return f"unknown feature {feature!r}; overridable: {allowed}"

@@ -18,18 +18,24 @@ KINDS = ("naive", "lear", "lgbm", "ensemble")
 # on this 2-core machine while anything else ran); processes, not threads, are the way to scale out.
 DEFAULTS: dict[str, dict[str, object]] = {
     "naive": {},
-    "lear": {"windows": [56, 84, 364, 728], "calibration_days": 182, "recalibrate": False},
+    "lear": {"windows": [56, 84, 364, 728], "calibration_days": 182, "recalibrate": False, "exogenous_lags": "none"},
     # Chosen on the EPF validation year, before the test period (docs/models.md): day-block inputs,
     # one pooled booster per quantile, the raw target; conformal intervals on the last 182 days.
     "lgbm": {"structure": "pooled", "inputs": "day_block", "target_transform": "none", "n_estimators": 200,
              "learning_rate": 0.1, "median_n_estimators": None, "median_learning_rate": None, "num_leaves": 31,
-             "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1},
+             "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1, "exogenous_lags": "none"},
     # The recommended champion: LEAR and LightGBM averaged quantile by quantile, conformal intervals.
     # target_transform "level" suits markets of slow price levels (NP); "none" lost nowhere (docs/models.md)
     "ensemble": {"lear_windows": [56, 84, 364, 728], "lear_recalibrate": False, "target_transform": "none",
                  "n_estimators": 200, "learning_rate": 0.1, "median_n_estimators": None, "median_learning_rate": None,
-                 "num_leaves": 31, "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1},
+                 "num_leaves": 31, "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1,
+                 "exogenous_lags": "none", "lgbm_weight": 1.0},
 }
+# exogenous_lags: the day-ahead forecasts of D-1 and D-7 (feature view exogenous_lag_features) as inputs.
+# LEAR takes them as day blocks ("day_block"), LightGBM as day blocks or as their daily mean, min and max
+# ("day_stats"); the ensemble's LEAR takes them whenever its LightGBM does. On the EPF validation year they
+# helped NP and not BE or FR (docs/models.md): a per-market choice, off by default.
+# lgbm_weight: the LightGBM member's weight in the ensemble's quantile average (LEAR's is 1).
 # The median booster (the point forecast) by default runs 3x the rounds at half the learning rate of the
 # P10/P90 boosters (None = that rule): on 91 validation days 2.6 / 0.6 / 0.1 % less ensemble MAE on NP /
 # BE / FR (docs/models.md), for 1.7x the boosting rounds of a fit (3x to slow every level alike).
@@ -62,6 +68,16 @@ class ModelSpec:
         for k in set(overrides) & FLAGS:
             if not isinstance(overrides[k], bool):
                 raise ConfigurationError(f"model {kind!r} parameter {k!r} is {overrides[k]!r}; expected true or false")
+        lags = overrides.get("exogenous_lags", "none")
+        allowed = ("none", "day_block") if kind == "lear" else ("none", "day_stats", "day_block")
+        if lags not in allowed:
+            raise ConfigurationError(f"model {kind!r} parameter 'exogenous_lags' is {lags!r}; expected one of "
+                                     f"{', '.join(allowed)}")
+        if "lgbm_weight" in overrides:
+            w = overrides["lgbm_weight"]
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < float(w) < float("inf"):
+                raise ConfigurationError(f"model {kind!r} parameter 'lgbm_weight' is {w!r}; expected a positive number "
+                                         f"(LEAR's weight is 1)")
         if "target_transform" in overrides:
             from models.lightgbm_forecaster import TARGET_TRANSFORMS
 
@@ -89,6 +105,7 @@ class ModelSpec:
         """
         from models.conformal import ConformalForecaster
         from models.ensemble import QuantileAverageEnsemble
+        from models.featureframe import EXOGENOUS_FEATURES, EXOGENOUS_LAG_FEATURES
         from models.lear import LEAR
         from models.lightgbm_forecaster import LightGBMForecaster
         from models.naive import WeeklyNaive
@@ -98,8 +115,9 @@ class ModelSpec:
             return WeeklyNaive()
         wrap = ((lambda m: ConformalForecaster(m, calibration_days=int(p["calibration_days"])))
                 if calibrated else (lambda m: m))
+        exogenous = EXOGENOUS_FEATURES + (EXOGENOUS_LAG_FEATURES if p.get("exogenous_lags", "none") != "none" else ())
         if self.kind == "lear":  # in-sample LASSO residuals understate the error: calibrate on held-out days
-            return wrap(LEAR(windows=tuple(p["windows"]), recalibrate=bool(p["recalibrate"])))
+            return wrap(LEAR(windows=tuple(p["windows"]), recalibrate=bool(p["recalibrate"]), exogenous=exogenous))
         booster = {k: p[k] for k in BOOSTER_KEYS if k in p}
         median = {"median_n_estimators": int(MEDIAN_ROUNDS_FACTOR * int(p["n_estimators"])
                                              if p["median_n_estimators"] is None else p["median_n_estimators"]),
@@ -108,7 +126,10 @@ class ModelSpec:
         if self.kind == "lgbm":
             return wrap(LightGBMForecaster(structure=p["structure"], inputs=p["inputs"],
                                            target_transform=p["target_transform"], n_estimators=int(p["n_estimators"]),
-                                           params=booster, n_jobs=int(p["n_jobs"]), **median))
+                                           params=booster, n_jobs=int(p["n_jobs"]), exogenous_lags=p["exogenous_lags"],
+                                           **median))
         gbm = LightGBMForecaster(inputs="day_block", target_transform=p["target_transform"],
-                                 n_estimators=int(p["n_estimators"]), params=booster, n_jobs=int(p["n_jobs"]), **median)
-        return wrap(QuantileAverageEnsemble([gbm, LEAR(windows=tuple(p["lear_windows"]), recalibrate=bool(p["lear_recalibrate"]))]))
+                                 n_estimators=int(p["n_estimators"]), params=booster, n_jobs=int(p["n_jobs"]),
+                                 exogenous_lags=p["exogenous_lags"], **median)
+        lear = LEAR(windows=tuple(p["lear_windows"]), recalibrate=bool(p["lear_recalibrate"]), exogenous=exogenous)
+        return wrap(QuantileAverageEnsemble([gbm, lear], weights=(float(p["lgbm_weight"]), 1.0)))

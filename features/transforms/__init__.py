@@ -7,7 +7,7 @@ time T may use a row only when ``known_at <= T``; the feature store enforces thi
 """
 
 from features.transforms.calendar import CalendarAdder
-from features.transforms.exogenous import ExogenousAdder
+from features.transforms.exogenous import ExogenousAdder, ExogenousLagsAdder
 from features.transforms.price_lags import PriceLagsAdder
 
-__all__ = ["CalendarAdder", "ExogenousAdder", "PriceLagsAdder"]
+__all__ = ["CalendarAdder", "ExogenousAdder", "ExogenousLagsAdder", "PriceLagsAdder"]

@@ -26,7 +26,8 @@ def test_compute_writes_each_group_with_the_next_day_and_rerun_writes_nothing(la
     last_day = p["delivery_start"].max().tz_convert(market.timezone).date()
     assert last_day == dt.date(2023, 3, 1)
     again = compute_features(lake, market)
-    assert again.versions_written == {"price_features": 0, "exogenous_features": 0, "calendar_features": 0}
+    assert again.versions_written == {"price_features": 0, "exogenous_features": 0, "exogenous_lag_features": 0,
+                                      "calendar_features": 0}
     cal = lake.scan("features.calendar_features").to_pandas()
     # one calendar row for every hour that has price or forecast features, known by D-1 00:00 local
     assert set(cal["delivery_start"]) == set(p["delivery_start"]) | set(
@@ -56,3 +57,13 @@ def test_a_revised_forecast_adds_a_version_and_the_old_one_stays_for_earlier_iss
     row = now.set_index("delivery_start").loc[target]
     assert row["load_forecast_mw"] == old_load + 5000
     assert row["known_at"] > pd.Timestamp("2026-01-01", tz="UTC")
+
+    # The day after sees it as its lag of D-1: a new version from the arrival on, the old one before it.
+    assert run.versions_written["exogenous_lag_features"] == 1
+    next_day = target + pd.Timedelta(days=1)
+    lag_before = features_as_of(lake, "exogenous_lag_features", "SYN_NORTH", "2023-02-05 10:00", "2023-02-06", "2023-02-07")
+    assert lag_before.set_index("delivery_start").loc[next_day, "load_forecast_mw_lag_P1D"] == old_load
+    lag_now = features_as_of(lake, "exogenous_lag_features", "SYN_NORTH", pd.Timestamp.now(tz="UTC"), "2023-02-06",
+                             "2023-02-07").set_index("delivery_start").loc[next_day]
+    assert lag_now["load_forecast_mw_lag_P1D"] == old_load + 5000
+    assert lag_now["known_at"] > pd.Timestamp("2026-01-01", tz="UTC")

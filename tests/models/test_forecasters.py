@@ -190,6 +190,28 @@ def test_lightgbm_day_blocks_of_older_prices_and_a_mean_median(split):
         LightGBMForecaster(median_n_estimators=0)
 
 
+def test_exogenous_lags_are_inputs_only_of_models_that_ask_for_them(split):
+    from models.featureframe import EXOGENOUS_FEATURES, EXOGENOUS_LAG_FEATURES
+
+    features, target, train, test = split
+    assert features[list(EXOGENOUS_LAG_FEATURES)].notna().any().all()  # the synthetic market has all four forecasts
+    plain = LightGBMForecaster(n_estimators=5).fit(features[train], target[train])
+    assert not set(plain.input_columns_) & set(EXOGENOUS_LAG_FEATURES)
+    width = plain.models_["SYN_NORTH"].boosters[(-1, 0.5)].num_feature()
+    for mode, extra in (("day_stats", 8 * (1 + 3)), ("day_block", 8 * (1 + 24 + 3))):
+        m = LightGBMForecaster(n_estimators=5, exogenous_lags=mode).fit(features[train], target[train])
+        assert set(EXOGENOUS_LAG_FEATURES) <= set(m.input_columns_)
+        # each lag: its row value and the day's mean, min and max; with day blocks also its 24 hours
+        assert m.models_["SYN_NORTH"].boosters[(-1, 0.5)].num_feature() == width + extra
+        out = m.predict(features[test])
+        assert ((out["q10"] <= out["q50"]) & (out["q50"] <= out["q90"])).all()
+    lear = LEAR(windows=(28,), exogenous=EXOGENOUS_FEATURES + EXOGENOUS_LAG_FEATURES).fit(features[train], target[train])
+    assert set(EXOGENOUS_LAG_FEATURES) <= set(lear.input_columns_)
+    assert not set(LEAR(windows=(28,)).fit(features[train], target[train]).input_columns_) & set(EXOGENOUS_LAG_FEATURES)
+    with pytest.raises(ValueError, match="exogenous_lags 'hourly' must be one of none, day_stats, day_block"):
+        LightGBMForecaster(exogenous_lags="hourly")
+
+
 @pytest.mark.parametrize("alpha_rule", ["epftoolbox", "aic"])
 @pytest.mark.parametrize("days", [42, 200], ids=["fewer_days_than_inputs", "more_days_than_inputs"])
 def test_lear_window_fit_equals_the_published_lassolarsic_then_lasso_recipe(split, alpha_rule, days):

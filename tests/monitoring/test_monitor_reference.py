@@ -29,7 +29,7 @@ def test_the_reference_is_the_champions_training_data_rebuilt_from_its_lineage(d
     assert lineage.feature_service == "day_ahead_v1" and lineage.train_days is None
     assert (ref.first_day, ref.last_day) == (dt.date(2022, 1, 9), dt.date(2023, 1, 7))  # the days it was fitted on
     assert set(lineage.snapshots) == {"market.prices", "features.price_features", "features.exogenous_features",
-                                      "features.calendar_features"}
+                                      "features.exogenous_lag_features", "features.calendar_features"}
     # the rows the training run loaded (its lineage.json), and the same values training's own loader reads
     path = ml.download_artifact(lineage.run_id, "lineage.json", tmp_path)
     assert ref.stats.rows == json.loads(path.read_text())["rows"]

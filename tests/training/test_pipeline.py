@@ -31,7 +31,9 @@ def test_train_register_approve_reject_rollback_and_serve_the_champion(settings,
     assert ml.alias_version(name, approval.CHAMPION) is None
     assert ml.alias_version(name, approval.CHALLENGER).version == "1"
 
-    lear = pipeline.train(settings, MARKET, ModelSpec.of("lear", windows=[56, 84], calibration_days=56), backtest_days=21, session=session)
+    # LEAR with the forecasts of D-1 and D-7: the lag view goes through Feast to training and serving
+    lear_spec = ModelSpec.of("lear", windows=[56, 84], calibration_days=56, exogenous_lags="day_block")
+    lear = pipeline.train(settings, MARKET, lear_spec, backtest_days=21, session=session)
     assert lear.decision.promote, lear.decision.reason
     assert ml.alias_version(name, approval.CHAMPION).version == lear.version == "2"
     assert lear.comparison.loc["candidate", "mae"] < lear.comparison.loc["naive", "mae"]
@@ -42,7 +44,8 @@ def test_train_register_approve_reject_rollback_and_serve_the_champion(settings,
     assert any(k.startswith("lineage.snapshot:features.price_features") for k in run["tags"])
     assert run["tags"]["git_commit"] != ""
     record = ml.version(name, "2")
-    assert ModelSpec.from_json(record.tags["model_spec"]) == ModelSpec.of("lear", windows=[56, 84], calibration_days=56)
+    assert ModelSpec.from_json(record.tags["model_spec"]) == lear_spec
+    assert any(k.startswith("lineage.snapshot:features.exogenous_lag_features") for k in run["tags"])
     assert record.tags["approval.decision"] == "approved"
 
     # A worse candidate is rejected against the champion, on the same window, with the reason recorded.
@@ -65,9 +68,15 @@ def test_train_register_approve_reject_rollback_and_serve_the_champion(settings,
                              dt.datetime(2024, 4, 16, tzinfo=dt.timezone.utc))
     online = featurestore.online_day(session.store, "day_ahead_v1", MARKET, dt.date(2024, 4, 12), "Europe/Berlin")
     model = ml.load_forecaster(f"models:/{name}@champion")
+    lags = ["load_forecast_mw_lag_P1D", "wind_forecast_mw_lag_P7D"]
+    assert set(lags) <= set(model.unwrap_python_model().metadata["input_columns"]) and online[lags].notna().all().all()
     out = model.predict(ml.pyfunc_input(online.drop(columns=["known_at", "feature_age", "stale"])),
                         params={"quantiles": [0.1, 0.5, 0.9]})
     assert len(out) == 24 and out[["q10", "q50", "q90"]].notna().all().all()
+    # the lags are inputs: another D-1 forecast gives another forecast
+    moved = online.drop(columns=["known_at", "feature_age", "stale"]).assign(
+        load_forecast_mw_lag_P1D=online["load_forecast_mw_lag_P1D"] * 1.5)
+    assert not np.allclose(model.predict(ml.pyfunc_input(moved), params={"quantiles": [0.5]})["q50"], out["q50"])
     assert (np.diff(out[["q10", "q50", "q90"]].to_numpy(), axis=1) >= 0).all()
     # A missing forecast input is a counted missing input; a missing local hour is a clear error,
     # and neither is a schema error of MLflow's (the signature declares features as doubles).
@@ -98,6 +107,20 @@ def test_bad_requests_fail_clearly_and_register_nothing(settings, tmp_path):
     with pytest.raises(ConfigurationError, match="'target_transform' is 'log'; expected one of none, asinh, level"):
         ModelSpec.of("ensemble", target_transform="log")
     assert ModelSpec.of("ensemble", target_transform="level").build(calibrated=False).members[0].target_transform == "level"
+    with pytest.raises(ConfigurationError, match="'exogenous_lags' is 'day_stats'; expected one of none, day_block"):
+        ModelSpec.of("lear", exogenous_lags="day_stats")  # LEAR's inputs are day blocks
+    with pytest.raises(ConfigurationError, match="'exogenous_lags' is True; expected one of none, day_stats, day_block"):
+        ModelSpec.of("ensemble", exogenous_lags=True)
+    for bad in (0, -1, "2", True, float("inf")):
+        with pytest.raises(ConfigurationError, match="'lgbm_weight' is .*; expected a positive number"):
+            ModelSpec.of("ensemble", lgbm_weight=bad)
+    with pytest.raises(ConfigurationError, match="has no parameter 'lgbm_weight'"):
+        ModelSpec.of("lgbm", lgbm_weight=2)
+    ens = ModelSpec.of("ensemble", exogenous_lags="day_stats", lgbm_weight=2).build(calibrated=False)
+    assert ens.weights == pytest.approx((2 / 3, 1 / 3))
+    assert ens.members[0].exogenous_lags == "day_stats" and "load_forecast_mw_lag_P7D" in ens.members[1].exogenous
+    plain = ModelSpec.of("ensemble").build(calibrated=False)
+    assert plain.weights == (0.5, 0.5) and not any("_lag_" in c for c in plain.members[1].exogenous)
     session = pipeline.Session.open(settings)
     with pytest.raises(UnknownMarketError):
         pipeline.train(settings, "NOWHERE", ModelSpec.of("naive"), session=session)

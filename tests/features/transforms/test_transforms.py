@@ -9,7 +9,7 @@ import pytest
 
 from features.markets import BUILTIN_MARKETS, MarketRegistry
 from features.synthetic import generate_market
-from features.transforms import CalendarAdder, ExogenousAdder, PriceLagsAdder
+from features.transforms import CalendarAdder, ExogenousAdder, ExogenousLagsAdder, PriceLagsAdder
 
 MARKET = MarketRegistry(BUILTIN_MARKETS).get("SYN_NORTH")
 
@@ -114,6 +114,57 @@ def test_exogenous_residual_load_and_known_time():
     assert out["residual_load_mw"].iloc[2] == 70.0
     assert (out["known_at"] == pd.Timestamp("2023-12-31 09:00", tz="UTC")).all()
     assert out["generation_forecast_mw"].isna().all()  # absent in the source: missing, not zero
+
+
+@pytest.fixture(scope="module")
+def forecasts():
+    frame = generate_market("SYN_NORTH", dt.date(2021, 3, 1), dt.date(2021, 11, 15), seed=6).drop(columns="price")
+    frame["issued_at"] = MARKET.on_day_before(frame["delivery_start"], MARKET.forecasts_issued)
+    return frame
+
+
+def test_exogenous_lags_are_the_same_wall_clock_hour_one_and_seven_days_back(forecasts):
+    out = ExogenousLagsAdder().transform(forecasts, MARKET)
+    local = lambda s: s.dt.tz_convert(MARKET.timezone).dt.tz_localize(None)  # noqa: E731
+    src = forecasts.assign(at=local(forecasts["delivery_start"])).drop_duplicates("at").set_index("at")
+    at = local(out["delivery_start"])
+    for k in (1, 7):
+        back = at - pd.Timedelta(days=k)  # naive wall clock: the same hour k days earlier
+        for c in ("load_forecast_mw", "wind_forecast_mw", "solar_forecast_mw", "generation_forecast_mw"):
+            np.testing.assert_array_equal(out[f"{c}_lag_P{k}D"].to_numpy(), src[c].reindex(back).to_numpy())
+    # rows for every day after a day with forecasts, with the DST days' real hours
+    days = at.dt.normalize().value_counts()
+    assert days[pd.Timestamp("2021-03-28")] == 23 and days[pd.Timestamp("2021-10-31")] == 25
+    assert at.min() == pd.Timestamp("2021-03-02") and at.max().normalize() == pd.Timestamp("2021-11-15")
+    spring = out[(at.dt.normalize() == pd.Timestamp("2021-03-29")) & (at.dt.hour == 2)]
+    assert spring["load_forecast_mw_lag_P1D"].isna().all() and spring["load_forecast_mw_lag_P7D"].notna().all()
+
+
+def test_exogenous_lags_are_known_before_the_days_own_forecasts(forecasts):
+    out = ExogenousLagsAdder().transform(forecasts, MARKET)
+    own = MARKET.on_day_before(out["delivery_start"], MARKET.forecasts_issued)  # when day D's forecasts came
+    earlier = MARKET.on_day_before(out["delivery_start"] - pd.Timedelta(days=1), MARKET.forecasts_issued)
+    assert (out["known_at"] < own).all()
+    # the forecasts of D-1 were issued on D-2: that is when the row was complete (DST days aside)
+    assert (out["known_at"] == earlier).mean() > 0.99
+    # changing a forecast of day D changes no lag row of days up to D
+    changed = forecasts.copy()
+    day = changed["delivery_start"].dt.tz_convert(MARKET.timezone).dt.date
+    changed.loc[day == dt.date(2021, 6, 10), "load_forecast_mw"] += 1000.0
+    again = ExogenousLagsAdder().transform(changed, MARKET)
+    local_day = out["delivery_start"].dt.tz_convert(MARKET.timezone).dt.date
+    before = local_day <= dt.date(2021, 6, 10)
+    pd.testing.assert_frame_equal(out[before], again[before])
+    moved = (again["load_forecast_mw_lag_P1D"] - out["load_forecast_mw_lag_P1D"]).fillna(0) != 0
+    assert set(local_day[moved]) == {dt.date(2021, 6, 11)}
+
+
+def test_exogenous_lags_of_a_missing_column_are_missing_not_zero():
+    f = pd.DataFrame({"delivery_start": pd.date_range("2024-01-01 23:00", periods=48, freq="h", tz="UTC"),
+                      "load_forecast_mw": np.arange(48.0), "issued_at": pd.Timestamp("2023-12-31 09:00", tz="UTC")})
+    out = ExogenousLagsAdder().transform(f, MARKET)
+    assert out["wind_forecast_mw_lag_P1D"].isna().all()
+    assert out["load_forecast_mw_lag_P1D"].iloc[24:48].tolist() == list(np.arange(24.0, 48.0))
 
 
 def test_calendar_on_the_local_calendar_with_holidays():
