@@ -83,14 +83,21 @@ def test_oracle_recomputed_in_sql(prices, features):
         np.testing.assert_allclose(got[col], got[f"{col}_sql"], rtol=1e-9)
 
 
+def local_date(frame: pd.DataFrame) -> pd.Series:
+    return frame["delivery_start"].dt.tz_convert(MARKET.timezone).dt.date
+
+
+def rerun_with_a_day_changed(adder, source: pd.DataFrame, column: str, day: dt.date) -> pd.DataFrame:
+    """``adder``'s output on ``source`` with ``column`` of local ``day`` raised by 1000."""
+    changed = source.copy()
+    changed.loc[local_date(changed) == day, column] += 1000.0
+    return adder.transform(changed, MARKET)
+
+
 def test_changing_a_price_known_after_issue_changes_no_feature_before_it(prices, features):
     # Prices of local day 2021-06-10 are published on 06-09; features of days up to 06-10 cannot use them.
-    changed = prices.copy()
-    day = changed["delivery_start"].dt.tz_convert(MARKET.timezone).dt.date
-    changed.loc[day == dt.date(2021, 6, 10), "price"] += 1000.0
-    again = PriceLagsAdder().transform(changed, MARKET)
-    local = features["delivery_start"].dt.tz_convert(MARKET.timezone).dt.date
-    before = local <= dt.date(2021, 6, 10)
+    again = rerun_with_a_day_changed(PriceLagsAdder(), prices, "price", dt.date(2021, 6, 10))
+    before = local_date(features) <= dt.date(2021, 6, 10)
     pd.testing.assert_frame_equal(features[before], again[before])
     assert not features[~before].equals(again[~before])
 
@@ -148,11 +155,8 @@ def test_exogenous_lags_are_known_before_the_days_own_forecasts(forecasts):
     # the forecasts of D-1 were issued on D-2: that is when the row was complete (DST days aside)
     assert (out["known_at"] == earlier).mean() > 0.99
     # changing a forecast of day D changes no lag row of days up to D
-    changed = forecasts.copy()
-    day = changed["delivery_start"].dt.tz_convert(MARKET.timezone).dt.date
-    changed.loc[day == dt.date(2021, 6, 10), "load_forecast_mw"] += 1000.0
-    again = ExogenousLagsAdder().transform(changed, MARKET)
-    local_day = out["delivery_start"].dt.tz_convert(MARKET.timezone).dt.date
+    again = rerun_with_a_day_changed(ExogenousLagsAdder(), forecasts, "load_forecast_mw", dt.date(2021, 6, 10))
+    local_day = local_date(out)
     before = local_day <= dt.date(2021, 6, 10)
     pd.testing.assert_frame_equal(out[before], again[before])
     moved = (again["load_forecast_mw_lag_P1D"] - out["load_forecast_mw_lag_P1D"]).fillna(0) != 0
