@@ -65,9 +65,10 @@ def with_neighbour_prices(code: str, features: pd.DataFrame, neighbour: str, slo
     """A measurement-only frame: ``neighbour``'s same-hour price of D-1 in the unused column ``slot``.
 
     The neighbour's D-1 prices were public when the market's own were (the same auction of D-2), so this
-    leaks nothing. ``slot`` must be empty (all NaN) in the market's frame; LEAR and LightGBM then see
-    the neighbour's 24 prices of D-1 as they see an exogenous day block. The platform would need a
-    feature for it (a neighbour-price view); this only measures what the input is worth.
+    leaks nothing. ``slot`` must be empty (all NaN) in the market's frame. LEAR then sees the neighbour's
+    24 prices of D-1 as an exogenous day block; LightGBM sees the same hour's only (it keeps the fuel
+    price out of its day blocks). The platform would need a feature for it (a neighbour-price view);
+    this only measures what the input is worth.
     """
     if features[slot].notna().any():
         raise SystemExit(f"{code}: column {slot!r} holds values; it cannot carry {neighbour}'s prices")

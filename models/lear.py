@@ -23,8 +23,9 @@ inside its refit blocks, as the paper recalibrates its LEAR daily.
 
 Differences to the paper: the exogenous forecasts of D-1 and D-7 are inputs only when ``exogenous``
 names them (``EXOGENOUS_LAG_FEATURES``, the feature view ``exogenous_lag_features``; the spec's
-``exogenous_lags``): on the EPF validation year they helped NP and not BE or FR. Quantiles are the ensemble forecast plus per-hour quantiles of the
-in-sample residuals of the longest window (optimistic: wrap it in ``ConformalForecaster``).
+``exogenous_lags``): on the EPF validation year they helped NP and not BE or FR. Quantiles are the
+ensemble forecast plus per-hour quantiles of the in-sample residuals of the longest window
+(optimistic: wrap it in ``ConformalForecaster``).
 Missing inputs: hours are interpolated inside a day (see :mod:`models.dayblock`); a feature missing
 for a whole day takes its training median (0 after scaling). Training days with any missing input or
 target value after interpolation are dropped (counted in ``dropped_days``).
