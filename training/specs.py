@@ -115,7 +115,7 @@ class ModelSpec:
             return WeeklyNaive()
         wrap = ((lambda m: ConformalForecaster(m, calibration_days=int(p["calibration_days"])))
                 if calibrated else (lambda m: m))
-        exogenous = EXOGENOUS_FEATURES + (EXOGENOUS_LAG_FEATURES if p.get("exogenous_lags", "none") != "none" else ())
+        exogenous = EXOGENOUS_FEATURES + (EXOGENOUS_LAG_FEATURES if p["exogenous_lags"] != "none" else ())
         if self.kind == "lear":  # in-sample LASSO residuals understate the error: calibrate on held-out days
             return wrap(LEAR(windows=tuple(p["windows"]), recalibrate=bool(p["recalibrate"]), exogenous=exogenous))
         booster = {k: p[k] for k in BOOSTER_KEYS if k in p}

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from features.markets import Market
+from features.transforms.localtime import days_back, delivery_hours, local_day_and_hour
 
 EXOGENOUS_COLUMNS: tuple[str, ...] = (
     "load_forecast_mw", "wind_forecast_mw", "solar_forecast_mw", "generation_forecast_mw", "fuel_price_eur_mwh",
@@ -74,8 +75,6 @@ class ExogenousLagsAdder:
 
     def transform(self, fundamentals: pd.DataFrame, market: Market) -> pd.DataFrame:
         """``fundamentals``: one market's rows of the lake's fundamentals table (``issued_at`` and forecasts)."""
-        from features.transforms.localtime import delivery_hours, local_day_and_hour
-
         if fundamentals.empty:
             return pd.DataFrame(columns=["market", "delivery_start", *self.feature_names, "known_at"])
         f = fundamentals.sort_values("delivery_start")
@@ -88,10 +87,8 @@ class ExogenousLagsAdder:
         out = delivery_hours(issued.index + one_day, market.timezone)
         stamps = {}
         for k in self.lag_days:
-            src = pd.MultiIndex.from_arrays([out["day"] - k * one_day, out["hour"]])
             for c in LAGGED_EXOGENOUS:
-                out[f"{c}_lag_P{k}D"] = (by_hour[c].reindex(src).to_numpy(dtype=float) if c in by_hour.columns
-                                        else float("nan"))
+                out[f"{c}_lag_P{k}D"] = days_back(by_hour[c], out, k) if c in by_hour.columns else float("nan")
             stamps[k] = pd.to_datetime(issued.reindex(out["day"] - k * one_day).to_numpy(), utc=True)
         known = pd.DataFrame(stamps, index=out.index).max(axis=1)  # D-1 always has forecasts: never NaT
         out["known_at"] = pd.to_datetime(known, utc=True).astype("datetime64[us, UTC]")

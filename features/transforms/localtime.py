@@ -6,6 +6,7 @@ arithmetic vectorised.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 
@@ -13,6 +14,14 @@ def local_day_and_hour(delivery_start: pd.Series, timezone: str) -> tuple[pd.Ser
     """The local calendar day (naive midnight) and wall-clock hour of each delivery start."""
     local = delivery_start.dt.tz_convert(timezone).dt.tz_localize(None)
     return local.dt.normalize(), local.dt.hour
+
+
+def days_back(values: pd.Series, rows: pd.DataFrame, days: int) -> np.ndarray:
+    """``values`` (indexed by local day and hour, one value per hour: on an autumn day keep the first of the
+    repeated hours) at the same wall-clock hour ``days`` days before each of ``rows`` (``day`` and ``hour``
+    columns); NaN where that hour did not exist (the skipped spring hour)."""
+    src = pd.MultiIndex.from_arrays([rows["day"] - pd.Timedelta(days=days), rows["hour"]])
+    return values.reindex(src).to_numpy(dtype=float)
 
 
 def delivery_hours(days: pd.Series | pd.DatetimeIndex, timezone: str) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from features.markets import Market
-from features.transforms.localtime import delivery_hours, local_day_and_hour
+from features.transforms.localtime import days_back, delivery_hours, local_day_and_hour
 
 LAG_DAYS: tuple[int, ...] = (1, 2, 3, 7)
 ROLLING_DAYS = 7
@@ -56,8 +56,7 @@ class PriceLagsAdder:
         one_day = pd.Timedelta(days=1)
         out = delivery_hours(daily.index + one_day, market.timezone)
         for k in self.lag_days:
-            src = pd.MultiIndex.from_arrays([out["day"] - k * one_day, out["hour"]])
-            out[f"price_lag_P{k}D"] = by_hour.reindex(src).to_numpy()
+            out[f"price_lag_P{k}D"] = days_back(by_hour, out, k)
         prev = daily.reindex(out["day"] - one_day)
         out["price_prev_day_min"] = prev["day_min"].to_numpy()
         out["price_prev_day_max"] = prev["day_max"].to_numpy()
