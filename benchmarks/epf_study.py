@@ -300,6 +300,10 @@ def model_factory(name: str, n_jobs: int):
         "lgbm_med_728": lambda: lgbm_recent(728, n_jobs=n_jobs, **SLOW_MEDIAN),  # the last 728 days of the window
         "lgbm_med_364": lambda: lgbm_recent(364, n_jobs=n_jobs, **SLOW_MEDIAN),
         "lgbm_med_level": lambda: gbm(target_transform="level", **SLOW_MEDIAN),  # NP's recipe
+        # the P10/P90 boosters at half the rounds and twice the learning rate (the median unchanged)
+        "lgbm_med_tail100": lambda: gbm(n_estimators=100, params={"learning_rate": 0.2}, **SLOW_MEDIAN),
+        "lgbm_med_level_xl_stats_tail100": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
+                                                       n_estimators=100, params={"learning_rate": 0.2}, **SLOW_MEDIAN),
         "lgbm_med_levelscale": lambda: lgbm_level_scaled(n_jobs=n_jobs, **SLOW_MEDIAN),
         # booster settings measured on the validation year (docs/models.md)
         "lgbm_med_bin255": lambda: gbm(params={"max_bin": 255}, **SLOW_MEDIAN),
