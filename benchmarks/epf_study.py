@@ -291,6 +291,10 @@ def model_factory(name: str, n_jobs: int):
         # the same inputs from the feature service's exogenous_lag_features (what the platform ships)
         "lear_recal_xl": lambda: LEAR(windows=(56, 84, 364, 728), recalibrate=True,
                                       exogenous=EXOGENOUS_FEATURES + EXOGENOUS_LAG_FEATURES),
+        # the forecasts of D-1 only (not D-7): half the added inputs, for a cheaper LARS path
+        "lear_recal_xl1": lambda: LEAR(windows=(56, 84, 364, 728), recalibrate=True,
+                                       exogenous=EXOGENOUS_FEATURES + tuple(c for c in EXOGENOUS_LAG_FEATURES
+                                                                            if c.endswith("_lag_P1D"))),
         "lgbm_med_level_xl_block": lambda: gbm(target_transform="level", exogenous_lags="day_block", **SLOW_MEDIAN),
         "lgbm_med_level_xl_stats": lambda: gbm(target_transform="level", exogenous_lags="day_stats", **SLOW_MEDIAN),
         "lgbm_med_xl_stats": lambda: gbm(exogenous_lags="day_stats", **SLOW_MEDIAN),

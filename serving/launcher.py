@@ -64,7 +64,27 @@ def start(home: Path, log: Path, *, port: int | None = None, host: str = "127.0.
 
     Unless ``inherit``, the service gets only the ``AURUM_`` variables given here (``AURUM_HOME`` and
     ``env``), so the caller's shell cannot change what is measured or tested.
+
+    ``bentoml serve`` binds loopback ports it chose free a moment earlier (its process manager's
+    control socket, and ours unless ``port`` is given); another process can take one in between. A
+    start that fails with "Address already in use" is retried, up to three starts in all, with fresh
+    ports where they are ours to choose.
     """
+    for attempt in range(3):
+        try:
+            return _start(home, log, port=port, host=host, target=target, timeout=timeout, env=env, inherit=inherit)
+        except PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    """``bentoml serve`` exited because a port it chose was taken before it could bind it."""
+
+
+def _start(home: Path, log: Path, *, port: int | None, host: str, target: str, timeout: float,
+           env: dict[str, str] | None, inherit: bool) -> ServiceProcess:
     port = port or free_port()
     base = dict(os.environ) if inherit else {k: v for k, v in os.environ.items() if not k.startswith("AURUM_")}
     full = {**base, "AURUM_HOME": str(home), "BENTOML_HOME": str(home / "bentoml"), "BENTOML_DO_NOT_TRACK": "True",
@@ -78,7 +98,9 @@ def start(home: Path, log: Path, *, port: int | None = None, host: str = "127.0.
     with httpx.Client(timeout=2) as probe:
         while time.monotonic() < t0 + timeout:
             if proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                text = log.read_text(errors="replace")
+                error = PortTaken if "Address already in use" in text else RuntimeError
+                raise error(f"bentoml serve exited with {proc.returncode}:\n{text[-3000:]}")
             try:
                 if probe.get(f"{url}/readyz").status_code == 200:
                     service.ready_after = time.monotonic() - t0
