@@ -43,6 +43,7 @@ finishes. The report gives each backtest's wall time and CPU time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import re
@@ -84,8 +85,10 @@ def aurum(env: dict[str, str], *args: str, niceness: int = 0) -> tuple[str, floa
     (user + system, from its own resource usage), or an error with its output."""
     cmd = [str(Path(sys.executable).with_name("aurum")), *args]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=err, text=True,
-                                preexec_fn=(lambda: os.nice(niceness)) if niceness else None)
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=err, text=True)
+        if niceness:  # set from here: a preexec_fn is unsafe in a process with threads (the markets' pool)
+            with contextlib.suppress(ProcessLookupError):  # it may have ended already
+                os.setpriority(os.PRIO_PROCESS, proc.pid, niceness)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
