@@ -90,7 +90,7 @@ def aurum(env: dict[str, str], *args: str, niceness: int = 0) -> tuple[str, floa
             with contextlib.suppress(ProcessLookupError):  # it may have ended already
                 os.setpriority(os.PRIO_PROCESS, proc.pid, niceness)
         _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here by wait4 (for its usage): tell Popen
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()

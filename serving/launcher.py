@@ -70,13 +70,12 @@ def start(home: Path, log: Path, *, port: int | None = None, host: str = "127.0.
     start that fails with "Address already in use" is retried, up to three starts in all, with fresh
     ports where they are ours to choose.
     """
-    for attempt in range(3):
+    for _ in range(2):
         try:
             return _start(home, log, port=port, host=host, target=target, timeout=timeout, env=env, inherit=inherit)
         except PortTaken:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+            pass
+    return _start(home, log, port=port, host=host, target=target, timeout=timeout, env=env, inherit=inherit)
 
 
 class PortTaken(RuntimeError):
@@ -89,10 +88,10 @@ def _start(home: Path, log: Path, *, port: int | None, host: str, target: str, t
     base = dict(os.environ) if inherit else {k: v for k, v in os.environ.items() if not k.startswith("AURUM_")}
     full = {**base, "AURUM_HOME": str(home), "BENTOML_HOME": str(home / "bentoml"), "BENTOML_DO_NOT_TRACK": "True",
             **(env or {})}
-    out = log.open("wb")
     t0 = time.monotonic()
-    proc = subprocess.Popen(service_command(target, host, port), env=full, stdout=out,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with log.open("wb") as out:  # the child writes through its own copy of the descriptor
+        proc = subprocess.Popen(service_command(target, host, port), env=full, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://{host}:{port}"
     service = ServiceProcess(url, proc, log, t0, 0.0)
     with httpx.Client(timeout=2) as probe:
