@@ -312,6 +312,8 @@ def model_factory(name: str, n_jobs: int):
         # booster settings measured on the validation year (docs/models.md)
         "lgbm_med_bin255": lambda: gbm(params={"max_bin": 255}, **SLOW_MEDIAN),
         "lgbm_med_ff05": lambda: gbm(params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
+        "lgbm_med_level_xl_stats_ff05": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
+                                                    params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
         "lgbm_med_leaves15": lambda: gbm(params={"num_leaves": 15, "min_data_in_leaf": 50}, **SLOW_MEDIAN),
         "lgbm_med_leaves63": lambda: gbm(params={"num_leaves": 63}, **SLOW_MEDIAN),
         "lear_long_recal": lambda: LEAR(windows=(56, 84, 1092, 1456), recalibrate=True),

@@ -119,6 +119,17 @@ def test_bad_requests_fail_clearly_and_register_nothing(settings, tmp_path):
     ens = ModelSpec.of("ensemble", exogenous_lags="day_stats", lgbm_weight=2).build(calibrated=False)
     assert ens.weights == pytest.approx((2 / 3, 1 / 3))
     assert ens.members[0].exogenous_lags == "day_stats" and "load_forecast_mw_lag_P7D" in ens.members[1].exogenous
+    # LEAR can take the forecasts of D-1 only (NP's recipe): fewer inputs for its LARS paths
+    d1 = ModelSpec.of("ensemble", exogenous_lags="day_stats", lear_exogenous_lag_days=[1]).build(calibrated=False)
+    lagged = [c for c in d1.members[1].exogenous if "_lag_" in c]
+    assert lagged and all(c.endswith("_lag_P1D") for c in lagged)
+    assert ModelSpec.of("lear", exogenous_lags="day_block", exogenous_lag_days=7).params["exogenous_lag_days"] == [7]
+    assert ModelSpec.from_json(ModelSpec.of("ensemble", lear_exogenous_lag_days=[7, 1]).to_json()).params[
+        "lear_exogenous_lag_days"] == [1, 7]
+    for bad in ([], [2], "1", True, [1, None]):
+        with pytest.raises(ConfigurationError, match="'lear_exogenous_lag_days' is .*; expected a non-empty list of "
+                                                     r"days from \[1, 7\]"):
+            ModelSpec.of("ensemble", lear_exogenous_lag_days=bad)
     plain = ModelSpec.of("ensemble").build(calibrated=False)
     assert plain.weights == (0.5, 0.5) and not any("_lag_" in c for c in plain.members[1].exogenous)
     session = pipeline.Session.open(settings)
