@@ -96,6 +96,9 @@ class ModelSpec:
         for key in ("exogenous_lag_days", "lear_exogenous_lag_days"):
             if key in overrides:
                 overrides = {**overrides, key: _lag_days(kind, key, overrides[key])}
+                if lags == "none" and overrides[key] != DEFAULTS[kind][key]:
+                    raise ConfigurationError(f"model {kind!r} parameter {key!r} is {overrides[key]!r} but "
+                                             f"'exogenous_lags' is 'none': set exogenous_lags too, or drop {key!r}")
         if "lgbm_weight" in overrides:
             w = overrides["lgbm_weight"]
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < float(w) < float("inf"):

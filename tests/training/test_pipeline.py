@@ -129,7 +129,9 @@ def test_bad_requests_fail_clearly_and_register_nothing(settings, tmp_path):
     for bad in ([], [2], "1", True, [1, None]):
         with pytest.raises(ConfigurationError, match="'lear_exogenous_lag_days' is .*; expected a non-empty list of "
                                                      r"days from \[1, 7\]"):
-            ModelSpec.of("ensemble", lear_exogenous_lag_days=bad)
+            ModelSpec.of("ensemble", exogenous_lags="day_stats", lear_exogenous_lag_days=bad)
+    with pytest.raises(ConfigurationError, match="'lear_exogenous_lag_days' is \\[1\\] but 'exogenous_lags' is 'none'"):
+        ModelSpec.of("ensemble", lear_exogenous_lag_days=[1])  # no lags to choose from: a mistake, not a no-op
     plain = ModelSpec.of("ensemble").build(calibrated=False)
     assert plain.weights == (0.5, 0.5) and not any("_lag_" in c for c in plain.members[1].exogenous)
     session = pipeline.Session.open(settings)
