@@ -61,7 +61,7 @@ bench-epf: setup  ## EPF benchmark (NP, BE, FR; ../shared/data) through ingest, 
 		--market-param 'NP:lear_exogenous_lag_days=[1]' --write-docs
 
 bench-entsoe: setup  ## the unchanged pipeline on the nine ENTSO-E zones (../shared/data): 8 weeks of the last year, 4 of 2022
-	$(VENV)/bin/python benchmarks/bench_entsoe.py --crisis --write-docs
+	$(VENV)/bin/python benchmarks/bench_entsoe.py --crisis --train-days 1456 --write-docs
 
 bench-serving: setup  ## forecast API: sequential and 16-client latency and throughput against a no-op endpoint, cold start
 	$(VENV)/bin/python benchmarks/bench_serving.py --write-docs

@@ -11,8 +11,9 @@ would, nothing else:
 3. per test week, ``aurum backtest --market <ZONE> --model ensemble --from <Monday> --to <Monday + 7>
    --refit-days 7`` with the weekly naive and LEAR baselines: each day D forecast with only what was
    known on D-1 by the project's default champion recipe (``training.specs.DEFAULTS``, chosen on the
-   EPF validation years; nothing tuned here), fitted at the week's first issue time on all the history
-   before it.
+   EPF validation years; nothing tuned here), fitted at the week's first issue time on the history
+   before it: all of it, or the last ``--train-days`` days (``make bench-entsoe``: 1456, the 4 years
+   of the EPF benchmark).
 
 The test window is ``--weeks`` whole Monday-to-Sunday weeks spread evenly over the zone's last year
 of data (the 52 weeks ending with the last complete one): every season and weekday equally, at a
@@ -27,7 +28,8 @@ against LEAR on days folded to 24 local hours (``training.backtest.daily``). A c
 a finding: the zone's row says which command, and the error is printed below the table.
 
     python benchmarks/bench_entsoe.py                          # nine zones, 8 weeks; writes nothing
-    python benchmarks/bench_entsoe.py --crisis --write-docs    # and 4 weeks of 2022; into docs/benchmarks.md
+    python benchmarks/bench_entsoe.py --crisis --train-days 1456 --write-docs   # what make bench-entsoe runs:
+                                                               # and 4 weeks of 2022; into docs/benchmarks.md
     python benchmarks/bench_entsoe.py --zones NL --weeks 1     # a quick look
 """
 
@@ -235,7 +237,8 @@ def ingest_summary(out: str) -> str:
             + f", {counts.get('gaps (missing periods)', '?')} gaps")
 
 
-def render(results: list[ZoneResult], model: str, wall: float, jobs: int) -> tuple[list[str], list[str]]:
+def render(results: list[ZoneResult], model: str, wall: float, jobs: int, train_days: int | None = None
+           ) -> tuple[list[str], list[str]]:
     lines: list[str] = []
     names = list(dict.fromkeys(w.name for r in results for w in r.windows)) or ["last year"]
     for wname in names:
@@ -281,7 +284,9 @@ def render(results: list[ZoneResult], model: str, wall: float, jobs: int) -> tup
     lines.append(f"Whole benchmark (ingest, features, {total} weekly backtests with baselines, {len(results)} zones, "
                  f"{jobs} at a time): {wall / 60:.1f} min.")
     notes = ["Each week is one `aurum backtest --from <Monday> --to <Monday + 7> --refit-days 7`: the model is fitted at "
-             "the week's first issue time (D-1 12:00 local) on all earlier history, each day forecast from the features "
+             "the week's first issue time (D-1 12:00 local) on "
+             + (f"the last {train_days} days before it" if train_days else "all earlier history")
+             + ", each day forecast from the features "
              "known at its own issue time; since a week has no earlier forecasts of its own, the conformal interval is "
              "calibrated on the 182 held-out days before it (as `aurum train`'s final model is). MAE, rMAE (vs the "
              "weekly naive on the same hours), sMAPE and cov80 (share of hours inside P10-P90) are over the hours as "
@@ -378,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
                                              deadline), tasks))
         wall = time.perf_counter() - wall0
         head = header_lines(PACKAGES)
-        table, notes = render(results, args.model, wall, args.jobs)
+        table, notes = render(results, args.model, wall, args.jobs, args.train_days)
     finally:
         if args.home is None:
             shutil.rmtree(home, ignore_errors=True)
