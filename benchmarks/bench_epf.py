@@ -19,7 +19,9 @@ The model's hyperparameters are the project's defaults (``training.specs.DEFAULT
 years before the test period (``docs/models.md``); nothing is tuned on the test period. ``make
 bench-epf`` adds ``--param lear_recalibrate=true``: the LEAR member is recalibrated on each day's
 newest data between the weekly refits, as the paper recalibrates its LEAR daily and as operations
-that retrain daily would run (chosen on the validation year too), and ``--market-param
+that retrain daily would run (chosen on the validation year too), ``--param feature_fraction=0.5``: each
+LightGBM tree sees half the inputs, the same accuracy on the validation year for ~15 % less time per fit
+(the platform's default stays 0.8), and ``--market-param
 NP:target_transform=level``: NP's LightGBM member fits prices relative to D-1's level, which won
 clearly on NP's validation year and lost on BE's and FR's (docs/models.md), and ``NP:exogenous_lags=day_stats``
 with ``NP:lgbm_weight=2``: NP's members also see the forecasts of D-1 and D-7, and the LightGBM member
@@ -36,7 +38,7 @@ The markets run all at once, one single-threaded process each; with more markets
 finishes. The report gives each backtest's wall time and CPU time.
 
     python benchmarks/bench_epf.py                   # NP, BE, FR; writes nothing
-    python benchmarks/bench_epf.py --train-days 1456 --param lear_recalibrate=true \
+    python benchmarks/bench_epf.py --train-days 1456 --param lear_recalibrate=true --param feature_fraction=0.5 \
         --market-param NP:target_transform=level --market-param NP:exogenous_lags=day_stats \
         --market-param NP:lgbm_weight=2 --market-param 'NP:lear_exogenous_lag_days=[1]' \
         --write-docs   # what make bench-epf runs

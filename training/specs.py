@@ -24,18 +24,14 @@ DEFAULTS: dict[str, dict[str, object]] = {
     # one pooled booster per quantile, the raw target; conformal intervals on the last 182 days.
     "lgbm": {"structure": "pooled", "inputs": "day_block", "target_transform": "none", "n_estimators": 200,
              "learning_rate": 0.1, "median_n_estimators": None, "median_learning_rate": None, "num_leaves": 31,
-             "min_data_in_leaf": 20, "feature_fraction": 0.5, "calibration_days": 182, "n_jobs": 1,
-             "exogenous_lags": "none"},
+             "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1, "exogenous_lags": "none"},
     # The recommended champion: LEAR and LightGBM averaged quantile by quantile, conformal intervals.
     # target_transform "level" suits markets of slow price levels (NP); "none" lost nowhere (docs/models.md)
     "ensemble": {"lear_windows": [56, 84, 364, 728], "lear_recalibrate": False, "target_transform": "none",
                  "n_estimators": 200, "learning_rate": 0.1, "median_n_estimators": None, "median_learning_rate": None,
-                 "num_leaves": 31, "min_data_in_leaf": 20, "feature_fraction": 0.5, "calibration_days": 182,
-                 "n_jobs": 1, "exogenous_lags": "none", "lear_exogenous_lag_days": [1, 7], "lgbm_weight": 1.0},
+                 "num_leaves": 31, "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1,
+                 "exogenous_lags": "none", "lear_exogenous_lag_days": [1, 7], "lgbm_weight": 1.0},
 }
-# feature_fraction 0.5 (LightGBMForecaster's own default 0.8): each tree sees half the inputs. On 91 days of
-# the EPF validation year the ensemble's MAE moved +0.2 / -0.1 / -0.3 % (NP / BE / FR), noise, for ~15 % less
-# time per LightGBM fit (docs/models.md).
 # exogenous_lags: the day-ahead forecasts of D-1 and D-7 (feature view exogenous_lag_features) as inputs.
 # LEAR takes them as day blocks ("day_block"), LightGBM as day blocks or as their daily mean, min and max
 # ("day_stats"); the ensemble's LEAR takes them whenever its LightGBM does. On the EPF validation year they
