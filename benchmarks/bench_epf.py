@@ -17,31 +17,33 @@ Diebold-Mariano tests.
 
 The model's hyperparameters are the project's defaults (``training.specs.DEFAULTS``), chosen on the
 years before the test period (``docs/models.md``); nothing is tuned on the test period. ``make
-bench-epf`` adds ``--param lear_recalibrate=true``: the LEAR member is recalibrated on each day's
-newest data between the weekly refits, as the paper recalibrates its LEAR daily and as operations
-that retrain daily would run (chosen on the validation year too), ``--param feature_fraction=0.5``: each
-LightGBM tree sees half the inputs, the same accuracy on the validation year for ~15 % less time per fit
-(the platform's default stays 0.8), and ``--market-param
-NP:target_transform=level``: NP's LightGBM member fits prices relative to D-1's level, which won
-clearly on NP's validation year and lost on BE's and FR's (docs/models.md), and ``NP:exogenous_lags=day_stats``
-with ``NP:lgbm_weight=2``: NP's members also see the forecasts of D-1 and D-7, and the LightGBM member
-weighs twice LEAR (chosen on NP's validation year too; no gain on BE's or FR's), and
-``NP:lear_exogenous_lag_days=[1]``: NP's LEAR takes the forecasts of D-1 only, as good on the validation
-year as D-1 and D-7 for 28 % less LEAR time. Each market has its own
-champion on the platform, so a per-market recipe is what a user would register. ``--train-days 1456``
-refits on the last 4 years (1456 days) before each week, as the paper calibrates its models (its LEAR's
-longest window and its DNN's calibration window are 4 years) and as every model was chosen on the
-validation year (``benchmarks/epf_study.py``, 1456 training days).
+bench-epf`` runs each market's recipe, all chosen on the validation year too, as each market has its own
+champion on the platform:
+
+- every LightGBM tree sees half the inputs (``--param feature_fraction=0.5``): the same accuracy on the
+  validation year for ~15 % less time per fit (the platform's default stays 0.8);
+- BE and FR: the ensemble of LightGBM and LEAR, the LEAR member recalibrated on each day's newest data
+  between the weekly refits (``--market-param BE:lear_recalibrate=true``, the same for FR), as the paper
+  recalibrates its LEAR daily and as operations that retrain daily would run;
+- NP: LightGBM alone on the residuals of a LEAR forecast (``--market-model NP:lgbm --market-param
+  NP:target_transform=lear``; the training rows take cross-fitted LEAR forecasts, and that LEAR is
+  recalibrated daily: ``NP:recalibrate=true``), also seeing the forecasts of D-1 and D-7 as daily
+  statistics (``NP:exogenous_lags=day_stats``): 4 % below NP's ensemble recipe on its validation year, no
+  gain on BE's or FR's.
+
+``--train-days 1456`` refits on the last 4 years (1456 days) before each week, as the paper calibrates its
+models (its LEAR's longest window and its DNN's calibration window are 4 years) and as every model was
+chosen on the validation year (``benchmarks/epf_study.py``, 1456 training days).
 
 The markets run all at once, one single-threaded process each; with more markets than cores, the first
 (list the costliest first: NP) keeps a core and the others share the rest at a lower priority until it
 finishes. The report gives each backtest's wall time and CPU time.
 
     python benchmarks/bench_epf.py                   # NP, BE, FR; writes nothing
-    python benchmarks/bench_epf.py --train-days 1456 --param lear_recalibrate=true --param feature_fraction=0.5 \
-        --market-param NP:target_transform=level --market-param NP:exogenous_lags=day_stats \
-        --market-param NP:lgbm_weight=2 --market-param 'NP:lear_exogenous_lag_days=[1]' \
-        --write-docs   # what make bench-epf runs
+    python benchmarks/bench_epf.py --train-days 1456 --param feature_fraction=0.5 \
+        --market-param BE:lear_recalibrate=true --market-param FR:lear_recalibrate=true --market-model NP:lgbm \
+        --market-param NP:target_transform=lear --market-param NP:exogenous_lags=day_stats \
+        --market-param NP:recalibrate=true --write-docs   # what make bench-epf runs
     python benchmarks/bench_epf.py --markets NP --days 56   # a quick look at the last 56 days
 """
 
@@ -177,21 +179,21 @@ def run_market(market: str, env: dict[str, str], data_dir: Path, model: str, day
     mine = forecasts[f"aurum {model}"]
     for other in ("DNN ensemble (paper)", "LEAR ensemble (paper)", "aurum LEAR (baseline)", "weekly naive"):
         rows[f"aurum {model}"][f"DM p vs {other}"] = metrics.diebold_mariano(actual, mine, forecasts[other])
-    return {"market": market, "days": days, "first": first, "end": end, "run_id": run_id, "seconds": seconds,
-            "cpu": cpu, "rows": rows, "params": params}
+    return {"market": market, "model": model, "days": days, "first": first, "end": end, "run_id": run_id,
+            "seconds": seconds, "cpu": cpu, "rows": rows, "params": params}
 
 
-def render(results: list[dict], model: str, wall: float, jobs: int, train_days: int | None = None) -> list[str]:
+def render(results: list[dict], wall: float, jobs: int, train_days: int | None = None) -> list[str]:
     lines = []
     for r in results:
-        m = r["market"]
+        m, model = r["market"], r["model"]
         paper_check = ""
         if r["days"] == TEST_DAYS:
             got = r["rows"]["DNN ensemble (paper)"]["MAE"]
             paper_check = f" (recomputed DNN ensemble MAE {got:.3f}; the paper's Table 3 says {PAPER[m]['DNN ensemble (paper)'][0]:.3f})"
         lines += [f"### {m}: test period {r['first']} .. {r['end'] - dt.timedelta(days=1)} ({r['days']} days), "
                   f"backtest {r['seconds'] / 60:.1f} min ({r['cpu'] / 60:.1f} min of CPU){paper_check}", "",
-                  *([f"Parameters: {', '.join(r['params'])}.", ""] if r.get("params") else []),
+                  f"Model: `{model}`" + (f"; parameters: {', '.join(r['params'])}." if r.get("params") else "."), "",
                   "| model | MAE | rMAE | sMAPE % | RMSE | pinball q10/q50/q90 | 80 % coverage |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for name, v in r["rows"].items():
@@ -222,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="The EPF benchmark through ingest, the feature store and aurum backtest.")
     ap.add_argument("--markets", default="NP,BE,FR", help="comma-separated EPF markets (default NP,BE,FR)")
     ap.add_argument("--model", default="ensemble", help="model family to backtest (default ensemble)")
+    ap.add_argument("--market-model", action="append", default=[], metavar="MARKET:MODEL",
+                    help="the model family of one market (repeatable), e.g. NP:lgbm; the others take --model")
     ap.add_argument("--days", type=int, default=TEST_DAYS, help=f"last N days of each file (default {TEST_DAYS}, the paper's)")
     ap.add_argument("--refit-days", type=int, default=7, help="refit cadence in days (default 7)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2,
@@ -246,6 +250,13 @@ def main(argv: list[str] | None = None) -> None:
             ap.error(f"--market-param {mp!r}: expected MARKET:NAME=VALUE, e.g. NP:target_transform=level")
         if market in per_market:
             per_market[market].append(param)
+    model = dict.fromkeys(markets, args.model)
+    for mm in args.market_model:
+        market, sep, kind = mm.partition(":")
+        if not sep or not kind:
+            ap.error(f"--market-model {mm!r}: expected MARKET:MODEL, e.g. NP:lgbm")
+        if market in model:
+            model[market] = kind
     home = args.home or Path(tempfile.mkdtemp(prefix="aurum-bench-epf-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AURUM_")} | {"AURUM_HOME": str(home)}
     wall0 = time.perf_counter()
@@ -267,18 +278,19 @@ def main(argv: list[str] | None = None) -> None:
         normal = max(1, args.jobs - 1) if len(markets) > args.jobs else len(markets)
         with ThreadPoolExecutor(max_workers=len(markets)) as pool:
             results = list(pool.map(lambda im: run_market(
-                im[1], env, data_dir, args.model, args.days, args.refit_days, tuple(per_market[im[1]]),
+                im[1], env, data_dir, model[im[1]], args.days, args.refit_days, tuple(per_market[im[1]]),
                 args.train_days, 0 if im[0] < normal else LOW_PRIORITY), enumerate(markets)))
     finally:
         if args.home is None:
             shutil.rmtree(home, ignore_errors=True)
     wall = time.perf_counter() - wall0
-    head, table = header_lines(PACKAGES), render(results, args.model, wall, args.jobs, args.train_days)
+    head, table = header_lines(PACKAGES), render(results, wall, args.jobs, args.train_days)
     print("\n".join([*head, "", *table]))
     if args.write_docs:
         record(SECTION, command_line("bench_epf.py", argv), f"{', '.join(markets)}, last {args.days} days, "
                f"refit every {args.refit_days} days"
                + (f" on the last {args.train_days} days" if args.train_days else "") + "".join(f", {p}" for p in args.param)
+               + "".join(f", model {m} (one market)" for m in args.market_model)
                + "".join(f", {p} (one market)" for p in args.market_param), head, table, [])
 
 

@@ -256,6 +256,59 @@ def day_mlp(**kw):
     return DayMLP(**kw)
 
 
+def lear_anchored_gbm(cross_windows=(364, 728), folds: int = 4, anchor_input: bool = True, lear_exogenous=None, **kw):
+    """LightGBM on the residuals of a LEAR forecast (study only).
+
+    The booster fits each price relative to a LEAR forecast of it (as ``target_transform="level"`` does
+    relative to D-1's mean), price inputs relative to it too, and the LEAR forecast as an input. Its
+    training rows take LEAR forecasts cross-fitted on ``folds`` contiguous blocks of the training days
+    (each block forecast by a LEAR fitted on the other blocks), so the residuals it learns are
+    out-of-sample ones; a forecast takes the LEAR fitted on all of them (recalibrated daily).
+    """
+    from models.featureframe import local_day
+    from models.lear import LEAR
+    from models.lightgbm_forecaster import LightGBMForecaster
+
+    lx = {"exogenous": lear_exogenous} if lear_exogenous else {}
+
+    class AnchoredGBM(LightGBMForecaster):
+        anchor: pd.Series
+
+        def _level(self, frame, fill):
+            return self.anchor.reindex(frame.index).to_numpy(dtype=float)
+
+        def _design(self, frame, columns, block_columns, stat_columns=()):
+            x = super()._design(frame, columns, block_columns, stat_columns)
+            return np.hstack([x, self.anchor.reindex(frame.index).to_numpy(dtype=float)[:, None]]) if anchor_input else x
+
+    class Anchored:
+        recalibrates = True
+
+        def fit(self, features, target):
+            day = local_day(features)
+            days = np.sort(day.unique())
+            anchor = pd.Series(np.nan, index=features.index)
+            for block in np.array_split(days, folds):
+                held = day.isin(block).to_numpy()
+                lear = LEAR(windows=cross_windows, **lx).fit(features[~held], target[~held])
+                anchor[held] = lear.predict(features[held])["q50"].to_numpy()
+            self.lear = LEAR(windows=cross_windows, recalibrate=True, **lx).fit(features, target)
+            self.gbm = AnchoredGBM(target_transform="level", **kw)
+            self.gbm.anchor = anchor
+            self.gbm.fit(features, target)
+            return self
+
+        def recalibrate(self, features, target):
+            self.lear = self.lear.recalibrate(features, target)
+            return self
+
+        def predict(self, features):
+            self.gbm.anchor = pd.Series(self.lear.predict(features)["q50"].to_numpy(), index=features.index)
+            return self.gbm.predict(features)
+
+    return Anchored()
+
+
 def model_factory(name: str, n_jobs: int):
     from models.conformal import ConformalForecaster
     from models.featureframe import EXOGENOUS_FEATURES, EXOGENOUS_LAG_FEATURES
@@ -314,9 +367,38 @@ def model_factory(name: str, n_jobs: int):
         "lgbm_med_ff05": lambda: gbm(params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
         "lgbm_med_level_xl_stats_ff05": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
                                                     params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
+        # the median booster twice as long again (1200 rounds at 0.025)
+        "lgbm_med2_ff05": lambda: gbm(params={"feature_fraction": 0.5}, median_n_estimators=1200,
+                                      median_learning_rate=0.025),
+        "lgbm_med2_level_xl_stats_ff05": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
+                                                     params={"feature_fraction": 0.5}, median_n_estimators=1200,
+                                                     median_learning_rate=0.025),
+        # LightGBM on the residuals of a cross-fitted LEAR (lear_anchored_gbm above)
+        "lgbm_anchor": lambda: lear_anchored_gbm(n_jobs=n_jobs, params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
+        "lgbm_anchor_xl_stats": lambda: lear_anchored_gbm(n_jobs=n_jobs, exogenous_lags="day_stats",
+                                                          params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
+        "lgbm_anchor_xl_stats_lx1": lambda: lear_anchored_gbm(
+            n_jobs=n_jobs, exogenous_lags="day_stats", params={"feature_fraction": 0.5}, **SLOW_MEDIAN,
+            lear_exogenous=EXOGENOUS_FEATURES + tuple(c for c in EXOGENOUS_LAG_FEATURES if c.endswith("_lag_P1D"))),
+        "lgbm_anchor_xl_stats_noin": lambda: lear_anchored_gbm(n_jobs=n_jobs, exogenous_lags="day_stats", anchor_input=False,
+                                                               params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
+        "lgbm_anchor_xl_stats_728": lambda: lear_anchored_gbm(n_jobs=n_jobs, exogenous_lags="day_stats", cross_windows=(728,),
+                                                              params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
         "lgbm_med_leaves15": lambda: gbm(params={"num_leaves": 15, "min_data_in_leaf": 50}, **SLOW_MEDIAN),
         "lgbm_med_leaves63": lambda: gbm(params={"num_leaves": 63}, **SLOW_MEDIAN),
         "lear_long_recal": lambda: LEAR(windows=(56, 84, 1092, 1456), recalibrate=True),
+        # the penalty of each hour by BIC instead of AIC on the LARS path
+        "lear_recal_bic": lambda: LEAR(windows=(56, 84, 364, 728), recalibrate=True, criterion="bic"),
+        "lear_recal_xl1_bic": lambda: LEAR(windows=(56, 84, 364, 728), recalibrate=True, criterion="bic",
+                                           exogenous=EXOGENOUS_FEATURES + tuple(c for c in EXOGENOUS_LAG_FEATURES
+                                                                                if c.endswith("_lag_P1D"))),
+        # the paper's LEAR, one calibration window each (run with --refit-days 1 for its daily recalibration):
+        # checks the implementation against the published forecasts of each window
+        **{f"lear_paper{w}": (lambda w=w: LEAR(windows=(w,), exogenous=EXOGENOUS_FEATURES + EXOGENOUS_LAG_FEATURES))
+           for w in (49, 56, 77, 84, 1092, 1456)},
+        # one short window, the alpha rule and the information criterion varied (n < p: the AIC is ill-posed)
+        **{f"lear{w}_{rule}_{ic}": (lambda w=w, rule=rule, ic=ic: LEAR(windows=(w,), alpha_rule=rule, criterion=ic))
+           for w in (56, 84) for rule in ("epftoolbox", "aic") for ic in ("aic", "bic")},
         # the multi-output MLP on LEAR's day blocks (day_mlp above) and variants of it
         "mlp": lambda: day_mlp(),
         "mlp_128": lambda: day_mlp(hidden=(128,)),
@@ -351,6 +433,8 @@ def parts(name: str, model, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     if isinstance(model, ConformalForecaster) and model.refit:
         inner, inner_name = model.model_, name[4:]
         out[inner_name] = inner.predict(frame)
+    if hasattr(model, "gbm") and hasattr(model, "lear"):  # lear_anchored_gbm: its LEAR alone
+        out[name + "_lear"] = model.lear.predict(frame)
     if isinstance(inner, QuantileAverageEnsemble):
         for member_name, member in zip(inner_name.split("+"), inner.fitted_members_):
             out[member_name] = member.predict(frame)

@@ -101,11 +101,15 @@ class LEAR(MarketwiseForecaster):
     required_columns = ("hour", "weekday")
 
     def __init__(self, windows: tuple[int, ...] = (56, 84, 364, 728), *, alpha_rule: str = "epftoolbox",
-                 exogenous: tuple[str, ...] = EXOGENOUS_FEATURES, max_iter: int = 2500, recalibrate: bool = False):
+                 exogenous: tuple[str, ...] = EXOGENOUS_FEATURES, max_iter: int = 2500, recalibrate: bool = False,
+                 criterion: str = "aic"):
         if not windows or any(int(w) < 7 for w in windows):
             raise ValueError(f"windows {windows!r} must be calibration lengths of at least 7 days")
         if alpha_rule not in ("epftoolbox", "aic"):
             raise ValueError(f"alpha_rule {alpha_rule!r} must be 'epftoolbox' or 'aic'")
+        if criterion not in ("aic", "bic"):
+            raise ValueError(f"criterion {criterion!r} must be 'aic' or 'bic'")
+        self.criterion = criterion
         self.windows = tuple(int(w) for w in windows)
         self.alpha_rule = alpha_rule
         self.exogenous = tuple(exogenous)
@@ -116,7 +120,7 @@ class LEAR(MarketwiseForecaster):
         """LEAR is deterministic: equal parameters on equal data give equal fits (see ``shared_fits``).
         ``recalibrate`` changes no fit, only what may follow it, so a LEAR that recalibrates and one
         that does not share their fits."""
-        return (self.windows, self.alpha_rule, self.exogenous, self.max_iter)
+        return (self.windows, self.alpha_rule, self.exogenous, self.max_iter, self.criterion)
 
     def _design(self, frame: pd.DataFrame, columns: list[str]) -> tuple[DayBlocks, np.ndarray]:
         blocks = DayBlocks.of(frame)
@@ -215,7 +219,7 @@ class LEAR(MarketwiseForecaster):
                 if previous is None:
                     dof = (np.abs(path) > np.finfo(float).eps).sum(axis=0)
                     # LassoLarsIC's AIC with noise_variance = the target's variance (n log(2 pi s2) is constant)
-                    aic = rss / max(np.var(zy[:, h]), 1e-12) + 2 * dof
+                    aic = rss / max(np.var(zy[:, h]), 1e-12) + (2 if self.criterion == "aic" else np.log(n)) * dof
                     alphas[h] = path_alphas[int(np.argmin(aic))]
                 _, c, _ = lasso_path(zc_f, target, alphas=[max(alphas[h], 1e-10)], max_iter=self.max_iter,
                                      precompute=gram if use_gram else False,

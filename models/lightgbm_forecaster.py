@@ -13,7 +13,14 @@ the price relative to the previous day's level: the target and every price input
 rolling mean, else the training target's median), and adds it back (a shift: quantiles map exactly).
 Trees cannot extrapolate a price level they never saw in training; a difference they can. On the
 EPF validation year this won clearly on NP and lost on BE and FR (docs/models.md), so it is a
-per-market choice, not the default.
+per-market choice, not the default. ``"lear"`` takes a LEAR forecast as the level instead: the target
+and every price input minus a LEAR forecast of the row's price, the forecast itself an input, and the
+boosters learn the LEAR's residuals. The training rows' LEAR forecasts are cross-fitted (the training
+days in ``anchor_folds`` contiguous blocks, each forecast by a LEAR of ``anchor_windows`` fitted on the
+other blocks), so the residuals learned are out-of-sample ones, as a forecast's are; a forecast takes
+the LEAR fitted on all training days (with ``recalibrate=True`` refitted daily on newer rows, see
+:meth:`LEAR.recalibrate <models.lear.LEAR>`). On the EPF validation year it beat the D-1 level on NP
+and did not help BE or FR (docs/models.md).
 
 ``median_n_estimators`` and ``median_learning_rate`` boost the median (the point forecast, which
 alone decides MAE) longer and slower than the other levels, at a fraction of the cost of doing so for
@@ -29,19 +36,26 @@ the fitted range they are a :class:`QuantileError`.
 
 from __future__ import annotations
 
+import copy
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from features.errors import QuantileError
 from models.dayblock import HOURS, DayBlocks
-from models.featureframe import CALENDAR_FEATURES, EXOGENOUS_FEATURES, EXOGENOUS_LAG_FEATURES, PRICE_FEATURES
+from models.featureframe import (
+    CALENDAR_FEATURES,
+    EXOGENOUS_FEATURES,
+    EXOGENOUS_LAG_FEATURES,
+    PRICE_FEATURES,
+    local_day,
+)
 from models.forecaster import DEFAULT_QUANTILES, MarketwiseForecaster, check_quantiles
-from models.lear import PRICE_LAGS, InvariantScaler
+from models.lear import LEAR, PRICE_LAGS, InvariantScaler
 
-TARGET_TRANSFORMS = ("none", "asinh", "level")
+TARGET_TRANSFORMS = ("none", "asinh", "level", "lear")
 EXOGENOUS_LAG_INPUTS = ("none", "day_stats", "day_block")
 LEVEL_COLUMN, LEVEL_FALLBACK = "price_prev_day_mean", "price_rolling_mean_P7D"
 # price inputs taken relative to the level under target_transform="level" (the level itself stays absolute)
@@ -88,6 +102,7 @@ class _MarketGBM:
     boosters: dict[tuple[int, float], object] = field(default_factory=dict)  # (hour or -1, quantile)
     level_fill: float | None = None  # target_transform="level": the level where a row has none
     stat_columns: tuple[str, ...] = ()  # columns that add their daily mean, min and max only (exogenous lags)
+    anchor: LEAR | None = None  # target_transform="lear": the LEAR whose forecast is the level
 
 
 class LightGBMForecaster(MarketwiseForecaster):
@@ -98,7 +113,8 @@ class LightGBMForecaster(MarketwiseForecaster):
                  params: dict[str, object] | None = None, n_jobs: int = 2, seed: int = 0,
                  block_prices: tuple[str, ...] = ("price_lag_P1D",), median_objective: str = "quantile",
                  median_n_estimators: int | None = None, median_learning_rate: float | None = None,
-                 exogenous_lags: str = "none"):
+                 exogenous_lags: str = "none", anchor_windows: tuple[int, ...] = (728,), anchor_folds: int = 4,
+                 recalibrate: bool = False):
         if structure not in ("pooled", "per_hour"):
             raise ValueError(f"structure {structure!r} must be 'pooled' or 'per_hour'")
         if inputs not in ("same_hour", "day_block"):
@@ -116,6 +132,15 @@ class LightGBMForecaster(MarketwiseForecaster):
             raise ValueError(f"median_n_estimators {median_n_estimators!r} must be at least 1 (None: n_estimators)")
         if median_learning_rate is not None and not float(median_learning_rate) > 0:
             raise ValueError(f"median_learning_rate {median_learning_rate!r} must be positive (None: learning_rate)")
+        if not anchor_windows or any(int(w) < 7 for w in anchor_windows):
+            raise ValueError(f"anchor_windows {anchor_windows!r} must be LEAR calibration lengths of at least 7 days")
+        if int(anchor_folds) < 2:
+            raise ValueError(f"anchor_folds {anchor_folds!r} must be at least 2 (cross-fitted LEAR forecasts)")
+        if recalibrate and target_transform != "lear":
+            raise ValueError(f"recalibrate=True refits the LEAR of target_transform='lear' daily; the target "
+                             f"transform is {target_transform!r}")
+        self.anchor_windows, self.anchor_folds = tuple(int(w) for w in anchor_windows), int(anchor_folds)
+        self.recalibrates = bool(recalibrate)
         self.median_objective = median_objective
         self.exogenous_lags = exogenous_lags
         # the median booster alone decides the point forecast (MAE): it may boost longer and slower than the tails
@@ -164,6 +189,27 @@ class LightGBMForecaster(MarketwiseForecaster):
                 out[c] = out[c].to_numpy(dtype=float) - level
         return out
 
+    @staticmethod
+    def _anchor_level(forecast: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+        """The LEAR forecast where there is one, else the D-1 level (``_level``)."""
+        return np.where(np.isnan(forecast), fallback, forecast)
+
+    def _cross_fitted(self, frame: pd.DataFrame, y: np.ndarray) -> np.ndarray:
+        """LEAR forecasts of the training rows, each contiguous block of days by a LEAR fitted on the others."""
+        day = local_day(frame).to_numpy()
+        days = np.unique(day)
+        out = np.full(len(frame), np.nan)
+        target = pd.Series(y, frame.index)
+        for block in np.array_split(days, min(self.anchor_folds, len(days))):
+            held = np.isin(day, block)
+            lear = LEAR(windows=self.anchor_windows).fit(frame[~held], target[~held])
+            out[held] = lear.predict(frame[held])["q50"].to_numpy()
+        return out
+
+    def _recalibrate_market(self, state: _MarketGBM, frame: pd.DataFrame, y: np.ndarray) -> _MarketGBM:
+        """The same boosters; the LEAR of ``target_transform="lear"`` refitted on the newer rows."""
+        return replace(state, anchor=copy.copy(state.anchor).recalibrate(frame, pd.Series(y, frame.index)))
+
     def _fit_market(self, frame: pd.DataFrame, y: np.ndarray):
         lgb = import_lightgbm()
 
@@ -181,13 +227,21 @@ class LightGBMForecaster(MarketwiseForecaster):
                 stats = tuple(used_lags)
         scaler = InvariantScaler(y[:, None]) if self.target_transform == "asinh" else None
         z = scaler.transform(y[:, None])[:, 0] if scaler else y
-        fill = None
-        if self.target_transform == "level":
+        fill, anchor, level = None, None, None
+        if self.target_transform in ("level", "lear"):
             fill = float(np.nanmedian(y))
             level = self._level(frame, fill)
+        if self.target_transform == "lear":
+            anchor = LEAR(windows=self.anchor_windows, recalibrate=self.recalibrates).fit(frame, pd.Series(y, frame.index))
+            level = self._anchor_level(self._cross_fitted(frame, y), level)
+        if level is not None:
             frame, z = self._relative(frame, level), y - level
         x = self._design(frame, used, block, stats)
-        state = _MarketGBM(used, block, scaler, level_fill=fill, stat_columns=stats)
+        inputs = used
+        if anchor is not None:  # the LEAR forecast is an input too; the LEAR's inputs are the model's as well
+            x = np.hstack([x, level[:, None]])
+            inputs = used + [c for c in anchor.input_columns_ if c not in used]
+        state = _MarketGBM(used, block, scaler, level_fill=fill, stat_columns=stats, anchor=anchor)
         hours = frame["hour"].to_numpy()
         groups = [(-1, np.ones(len(frame), bool))] if self.structure == "pooled" else \
             [(h, hours == h) for h in range(HOURS)]
@@ -207,7 +261,7 @@ class LightGBMForecaster(MarketwiseForecaster):
                     if self.median_n_estimators is not None:
                         rounds = self.median_n_estimators
                 state.boosters[(h, q)] = lgb.train(params, data, num_boost_round=rounds)
-        return state, used, unused
+        return state, inputs, [c for c in unused if c not in inputs]
 
     def _predict_market(self, state: _MarketGBM, frame: pd.DataFrame, quantiles):
         lo, hi = self.quantiles[0], self.quantiles[-1]
@@ -218,8 +272,13 @@ class LightGBMForecaster(MarketwiseForecaster):
         level = None
         if state.level_fill is not None:
             level = self._level(frame, state.level_fill)
+        if state.anchor is not None:
+            level = self._anchor_level(state.anchor.predict(frame)["q50"].to_numpy(), level)
+        if level is not None:
             frame = self._relative(frame, level)
         x = self._design(frame, state.columns, state.block_columns, state.stat_columns)
+        if state.anchor is not None:
+            x = np.hstack([x, level[:, None]])
         fitted = np.zeros((len(frame), len(self.quantiles)))
         hours = frame["hour"].to_numpy()
         for j, q in enumerate(self.quantiles):

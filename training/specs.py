@@ -24,14 +24,20 @@ DEFAULTS: dict[str, dict[str, object]] = {
     # one pooled booster per quantile, the raw target; conformal intervals on the last 182 days.
     "lgbm": {"structure": "pooled", "inputs": "day_block", "target_transform": "none", "n_estimators": 200,
              "learning_rate": 0.1, "median_n_estimators": None, "median_learning_rate": None, "num_leaves": 31,
-             "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1, "exogenous_lags": "none"},
+             "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1, "exogenous_lags": "none",
+             "anchor_windows": [728], "recalibrate": False},
     # The recommended champion: LEAR and LightGBM averaged quantile by quantile, conformal intervals.
     # target_transform "level" suits markets of slow price levels (NP); "none" lost nowhere (docs/models.md)
     "ensemble": {"lear_windows": [56, 84, 364, 728], "lear_recalibrate": False, "target_transform": "none",
                  "n_estimators": 200, "learning_rate": 0.1, "median_n_estimators": None, "median_learning_rate": None,
                  "num_leaves": 31, "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1,
-                 "exogenous_lags": "none", "lear_exogenous_lag_days": [1, 7], "lgbm_weight": 1.0},
+                 "exogenous_lags": "none", "lear_exogenous_lag_days": [1, 7], "lgbm_weight": 1.0,
+                 "anchor_windows": [728]},
 }
+# target_transform "lear" (lgbm, ensemble): LightGBM fits the residuals of a LEAR forecast, cross-fitted on
+# the training days, of a LEAR on the anchor_windows (docs/models.md); on the EPF validation year it beat
+# the D-1 level on NP. recalibrate (lgbm) refits that LEAR daily between the refits of a backtest, as the
+# ensemble's lear_recalibrate does for both its LEARs.
 # exogenous_lags: the day-ahead forecasts of D-1 and D-7 (feature view exogenous_lag_features) as inputs.
 # LEAR takes them as day blocks ("day_block"), LightGBM as day blocks or as their daily mean, min and max
 # ("day_stats"); the ensemble's LEAR takes them whenever its LightGBM does. On the EPF validation year they
@@ -95,6 +101,20 @@ class ModelSpec:
                 if lags == "none" and overrides[key] != DEFAULTS[kind][key]:
                     raise ConfigurationError(f"model {kind!r} parameter {key!r} is {overrides[key]!r} but "
                                              f"'exogenous_lags' is 'none': set exogenous_lags too, or drop {key!r}")
+        transform = overrides.get("target_transform", "none")
+        if "anchor_windows" in overrides:
+            w = overrides["anchor_windows"]
+            if (not isinstance(w, (list, tuple)) or not w
+                    or any(isinstance(d, bool) or not isinstance(d, int) or d < 7 for d in w)):
+                raise ConfigurationError(f"model {kind!r} parameter 'anchor_windows' is {w!r}; expected a non-empty "
+                                         f"list of LEAR calibration windows in days (at least 7 each), e.g. [728]")
+            overrides = {**overrides, "anchor_windows": sorted(set(w))}
+            if transform != "lear" and overrides["anchor_windows"] != DEFAULTS[kind]["anchor_windows"]:
+                raise ConfigurationError(f"model {kind!r} parameter 'anchor_windows' is {w!r} but 'target_transform' "
+                                         f"is {transform!r}: the windows are those of target_transform 'lear'")
+        if kind == "lgbm" and overrides.get("recalibrate") and transform != "lear":
+            raise ConfigurationError(f"model 'lgbm' parameter 'recalibrate' is true but 'target_transform' is "
+                                     f"{transform!r}: it refits the LEAR of target_transform 'lear' daily")
         if "lgbm_weight" in overrides:
             w = overrides["lgbm_weight"]
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < float(w) < float("inf"):
@@ -155,10 +175,12 @@ class ModelSpec:
             return wrap(LightGBMForecaster(structure=p["structure"], inputs=p["inputs"],
                                            target_transform=p["target_transform"], n_estimators=int(p["n_estimators"]),
                                            params=booster, n_jobs=int(p["n_jobs"]), exogenous_lags=p["exogenous_lags"],
-                                           **median))
+                                           anchor_windows=tuple(p["anchor_windows"]),
+                                           recalibrate=bool(p["recalibrate"]), **median))
         gbm = LightGBMForecaster(inputs="day_block", target_transform=p["target_transform"],
                                  n_estimators=int(p["n_estimators"]), params=booster, n_jobs=int(p["n_jobs"]),
-                                 exogenous_lags=p["exogenous_lags"], **median)
+                                 exogenous_lags=p["exogenous_lags"], anchor_windows=tuple(p["anchor_windows"]),
+                                 recalibrate=bool(p["lear_recalibrate"]) and p["target_transform"] == "lear", **median)
         lear = LEAR(windows=tuple(p["lear_windows"]), recalibrate=bool(p["lear_recalibrate"]),
                     exogenous=lear_exogenous(p["lear_exogenous_lag_days"]))
         return wrap(QuantileAverageEnsemble([gbm, lear], weights=(float(p["lgbm_weight"]), 1.0)))

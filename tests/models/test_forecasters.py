@@ -1,5 +1,7 @@
 """Behaviour of the forecasters on seeded synthetic and hand-built frames."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,6 +9,7 @@ from modelframes import days_between
 
 from features.errors import FeatureFrameError, NotFittedError, QuantileError
 from models.ensemble import QuantileAverageEnsemble
+from models.featureframe import local_day
 from models.forecaster import check_quantiles, quantile_column
 from models.lear import LEAR
 from models.lightgbm_forecaster import LightGBMForecaster
@@ -291,3 +294,37 @@ def test_lightgbm_level_target_follows_a_price_level_it_never_saw_and_a_raw_targ
     assert m.models_["SYN_NORTH"].level_fill == pytest.approx(float(np.nanmedian(target[train])))
     with pytest.raises(ValueError, match="'log' must be one of none, asinh, level"):
         LightGBMForecaster(target_transform="log")
+
+
+def test_lightgbm_lear_target_learns_the_out_of_sample_residuals_of_a_cross_fitted_lear(split):
+    """``target_transform="lear"``: the boosters fit each price minus a LEAR forecast of it. A training row's
+    LEAR forecast comes from a LEAR fitted without that row's block of days (out-of-sample, as a forecast's
+    is), a forecast takes the LEAR fitted on every training day, and ``recalibrate`` refits only that LEAR."""
+    features, target, train, test = split
+    m = LightGBMForecaster(n_estimators=30, target_transform="lear", anchor_windows=(28,), recalibrate=True)
+    m.fit(features[train], target[train])
+    state = m.models_["SYN_NORTH"]
+    frame, y = features[train], target[train]
+    cross = m._cross_fitted(frame, y.to_numpy())
+    day = local_day(frame).to_numpy()
+    held = np.isin(day, np.array_split(np.unique(day), 4)[1])  # the second of the four blocks of days
+    others = LEAR(windows=(28,)).fit(frame[~held], y[~held])
+    assert np.allclose(cross[held], others.predict(frame[held])["q50"].to_numpy())
+    in_sample = state.anchor.predict(frame)["q50"].to_numpy()
+    assert np.abs(cross - y.to_numpy()).mean() > 1.2 * np.abs(in_sample - y.to_numpy()).mean()
+    out = m.predict(features[test])
+    assert ((out["q10"] <= out["q50"]) & (out["q50"] <= out["q90"])).all() and out["q50"].notna().all()
+    # other rows refit the LEAR (a new object) and keep the boosters; the model recalibrated from is unchanged
+    # (a backtest passes newer rows; a week less of them changes the 28-day window just as well)
+    other = days_between(features, "2023-01-15", "2023-03-13")
+    newer = copy.copy(m).recalibrate(features[other], target[other])
+    assert newer.models_["SYN_NORTH"].boosters is state.boosters
+    assert newer.models_["SYN_NORTH"].anchor is not state.anchor
+    assert not np.allclose(newer.predict(features[test])["q50"], out["q50"])
+    pd.testing.assert_frame_equal(m.predict(features[test]), out)
+    with pytest.raises(ValueError, match="recalibrate=True refits the LEAR of target_transform='lear' daily"):
+        LightGBMForecaster(recalibrate=True)
+    with pytest.raises(ValueError, match="anchor_windows \\(3,\\) must be LEAR calibration lengths"):
+        LightGBMForecaster(target_transform="lear", anchor_windows=(3,))
+    with pytest.raises(ValueError, match="anchor_folds 1 must be at least 2"):
+        LightGBMForecaster(target_transform="lear", anchor_folds=1)

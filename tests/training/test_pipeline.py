@@ -134,6 +134,21 @@ def test_bad_requests_fail_clearly_and_register_nothing(settings, tmp_path):
         ModelSpec.of("ensemble", lear_exogenous_lag_days=[1])  # no lags to choose from: a mistake, not a no-op
     plain = ModelSpec.of("ensemble").build(calibrated=False)
     assert plain.weights == (0.5, 0.5) and not any("_lag_" in c for c in plain.members[1].exogenous)
+    # LightGBM on a cross-fitted LEAR's residuals (NP's recipe): windows and daily recalibration of that LEAR
+    anchored = ModelSpec.of("lgbm", target_transform="lear", anchor_windows=[728, 364], recalibrate=True)
+    built = anchored.build(calibrated=False)
+    assert built.anchor_windows == (364, 728) and built.recalibrates
+    assert ModelSpec.from_json(anchored.to_json()) == anchored
+    assert ModelSpec.of("ensemble", target_transform="lear", lear_recalibrate=True).build(calibrated=False).members[0].recalibrates
+    assert not ModelSpec.of("ensemble", lear_recalibrate=True).build(calibrated=False).members[0].recalibrates
+    for bad in ([], [3], 728, [True], ["728"]):
+        with pytest.raises(ConfigurationError, match="'anchor_windows' is .*; expected a non-empty list of LEAR "
+                                                     "calibration windows"):
+            ModelSpec.of("lgbm", target_transform="lear", anchor_windows=bad)
+    with pytest.raises(ConfigurationError, match="'anchor_windows' is \\[364\\] but 'target_transform' is 'level'"):
+        ModelSpec.of("ensemble", target_transform="level", anchor_windows=[364])
+    with pytest.raises(ConfigurationError, match="'recalibrate' is true but 'target_transform' is 'none'"):
+        ModelSpec.of("lgbm", recalibrate=True)
     session = pipeline.Session.open(settings)
     with pytest.raises(UnknownMarketError):
         pipeline.train(settings, "NOWHERE", ModelSpec.of("naive"), session=session)
