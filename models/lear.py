@@ -8,10 +8,10 @@ day-ahead forecasts of all 24 hours of day D, and 7 weekday dummies. As in epfto
   (normal-consistent) of the calibration window, then transformed with ``asinh``; forecasts are
   transformed back;
 - the penalty of each hour is chosen by AIC on the LARS path (``LassoLarsIC``), then the LASSO is
-  refitted with it. ``alpha_rule="epftoolbox"`` reproduces the published toolbox, which ran on
-  scikit-learn < 1.2 where ``LassoLarsIC`` normalised its columns to unit norm: the alpha chosen on
-  normalised columns is applied to the unnormalised ones (a weaker penalty); ``"aic"`` applies the
-  AIC choice consistently;
+  refitted with it (``criterion="bic"``: by BIC, a study option; docs/models.md).
+  ``alpha_rule="epftoolbox"`` reproduces the published toolbox, which ran on scikit-learn < 1.2 where
+  ``LassoLarsIC`` normalised its columns to unit norm: the alpha chosen on normalised columns is
+  applied to the unnormalised ones (a weaker penalty); ``"aic"`` applies the AIC choice consistently;
 - the model is fitted on the last ``window`` days of the training frame for each window, and the
   ensemble averages the windows' forecasts (in price space).
 
@@ -120,7 +120,7 @@ class LEAR(MarketwiseForecaster):
         """LEAR is deterministic: equal parameters on equal data give equal fits (see ``shared_fits``).
         ``recalibrate`` changes no fit, only what may follow it, so a LEAR that recalibrates and one
         that does not share their fits."""
-        return (self.windows, self.alpha_rule, self.exogenous, self.max_iter, self.criterion)
+        return (self.windows, self.alpha_rule, self.exogenous, self.max_iter, getattr(self, "criterion", "aic"))
 
     def _design(self, frame: pd.DataFrame, columns: list[str]) -> tuple[DayBlocks, np.ndarray]:
         blocks = DayBlocks.of(frame)
@@ -202,6 +202,7 @@ class LEAR(MarketwiseForecaster):
             yy = (yc**2).sum(axis=0)
         coef = np.zeros((HOURS, k))
         alphas = np.zeros(HOURS)
+        penalty = 2.0 if getattr(self, "criterion", "aic") == "aic" else np.log(n)  # per degree of freedom
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             for h in range(HOURS):
@@ -218,9 +219,9 @@ class LEAR(MarketwiseForecaster):
                     rss = ((target[:, None] - z_ic @ path) ** 2).sum(axis=0)
                 if previous is None:
                     dof = (np.abs(path) > np.finfo(float).eps).sum(axis=0)
-                    # LassoLarsIC's AIC with noise_variance = the target's variance (n log(2 pi s2) is constant)
-                    aic = rss / max(np.var(zy[:, h]), 1e-12) + (2 if self.criterion == "aic" else np.log(n)) * dof
-                    alphas[h] = path_alphas[int(np.argmin(aic))]
+                    # LassoLarsIC's AIC (BIC) with noise_variance = the target's variance (n log(2 pi s2) is constant)
+                    ic = rss / max(np.var(zy[:, h]), 1e-12) + penalty * dof
+                    alphas[h] = path_alphas[int(np.argmin(ic))]
                 _, c, _ = lasso_path(zc_f, target, alphas=[max(alphas[h], 1e-10)], max_iter=self.max_iter,
                                      precompute=gram if use_gram else False,
                                      Xy=np.ascontiguousarray(xy[:, h]) if use_gram else None, check_input=False,

@@ -215,10 +215,11 @@ def test_exogenous_lags_are_inputs_only_of_models_that_ask_for_them(split):
         LightGBMForecaster(exogenous_lags="hourly")
 
 
-@pytest.mark.parametrize("alpha_rule", ["epftoolbox", "aic"])
+@pytest.mark.parametrize("alpha_rule,criterion", [("epftoolbox", "aic"), ("aic", "aic"), ("epftoolbox", "bic")])
 @pytest.mark.parametrize("days", [42, 200], ids=["fewer_days_than_inputs", "more_days_than_inputs"])
-def test_lear_window_fit_equals_the_published_lassolarsic_then_lasso_recipe(split, alpha_rule, days):
-    """Oracle: per hour, LassoLarsIC(aic) on the (epftoolbox: unit-norm) columns picks alpha, Lasso refits."""
+def test_lear_window_fit_equals_the_published_lassolarsic_then_lasso_recipe(split, alpha_rule, criterion, days):
+    """Oracle: per hour, LassoLarsIC(aic) on the (epftoolbox: unit-norm) columns picks alpha, Lasso refits.
+    The BIC variant (a study option) is LassoLarsIC(bic) the same way."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -232,7 +233,7 @@ def test_lear_window_fit_equals_the_published_lassolarsic_then_lasso_recipe(spli
         features, target = features[train], target[train]
     else:  # the planted frame: lags and load only (127 inputs), so the shared Gram matrix
         features, target = _planted_days(days, seed=8)
-    lear = LEAR(windows=(days,), alpha_rule=alpha_rule)
+    lear = LEAR(windows=(days,), alpha_rule=alpha_rule, criterion=criterion)
     frame = check_feature_frame(features)
     used, _ = lear.usable(frame, [*PRICE_LAGS, *lear.exogenous])
     blocks, x = lear._design(frame, used)
@@ -251,7 +252,7 @@ def test_lear_window_fit_equals_the_published_lassolarsic_then_lasso_recipe(spli
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for h in range(24):
-            ic = LassoLarsIC(criterion="aic", max_iter=2500, noise_variance=np.var(zy[:, h])).fit(z_ic, zy[:, h])
+            ic = LassoLarsIC(criterion=criterion, max_iter=2500, noise_variance=np.var(zy[:, h])).fit(z_ic, zy[:, h])
             alpha = ic.alpha_
             if got.alpha[h] != pytest.approx(alpha, rel=1e-9):
                 # with fewer days than inputs the LARS path meets near-ties, and rounding (the CPU's BLAS) can
@@ -263,6 +264,8 @@ def test_lear_window_fit_equals_the_published_lassolarsic_then_lasso_recipe(spli
             np.testing.assert_allclose(got.coef[h], ref.coef_, atol=1e-6)
             assert got.intercept[h] == pytest.approx(ref.intercept_, abs=1e-6)
     assert len(branched) <= (1 if days == 42 else 0), branched  # otherwise the same penalty, step for step
+    with pytest.raises(ValueError, match="criterion 'cp' must be 'aic' or 'bic'"):
+        LEAR(criterion="cp")
     assert len(np.unique(got.alpha)) > 1  # the hours chose their own penalties
 
 
