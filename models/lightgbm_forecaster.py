@@ -232,7 +232,8 @@ class LightGBMForecaster(MarketwiseForecaster):
             fill = float(np.nanmedian(y))
             level = self._level(frame, fill)
         if self.target_transform == "lear":
-            anchor = LEAR(windows=self.anchor_windows, recalibrate=self.recalibrates).fit(frame, pd.Series(y, frame.index))
+            anchor = LEAR(windows=self.anchor_windows, recalibrate=self.recalibrates)
+            anchor.fit(frame, pd.Series(y, frame.index))
             level = self._anchor_level(self._cross_fitted(frame, y), level)
         if level is not None:
             frame, z = self._relative(frame, level), y - level
