@@ -20,7 +20,7 @@ days in ``anchor_folds`` contiguous blocks, each forecast by a LEAR of ``anchor_
 other blocks), so the residuals learned are out-of-sample ones, as a forecast's are; a forecast takes
 the LEAR fitted on all training days (with ``recalibrate=True`` refitted daily on newer rows, see
 :meth:`LEAR.recalibrate <models.lear.LEAR>`). On the EPF validation year it beat the D-1 level on NP
-and did not help BE or FR (docs/models.md).
+and did not help BE or FR; on NP's test period it lost (docs/models.md), so no recipe uses it.
 
 ``median_n_estimators`` and ``median_learning_rate`` boost the median (the point forecast, which
 alone decides MAE) longer and slower than the other levels, at a fraction of the cost of doing so for
