@@ -256,8 +256,9 @@ def day_mlp(**kw):
     return DayMLP(**kw)
 
 
-def lear_anchored_gbm(cross_windows=(364, 728), folds: int = 4, anchor_input: bool = True, lear_exogenous=None, **kw):
-    """LightGBM on the residuals of a LEAR forecast (study only).
+def lear_anchored_gbm(cross_windows=(364, 728), folds: int = 4, lear_exogenous=None, **kw):
+    """LightGBM on the residuals of a LEAR forecast (the study's version, which measured it first; the
+    platform's is ``LightGBMForecaster(target_transform="lear")``, without ``lear_exogenous``).
 
     The booster fits each price relative to a LEAR forecast of it (as ``target_transform="level"`` does
     relative to D-1's mean), price inputs relative to it too, and the LEAR forecast as an input. Its
@@ -279,7 +280,7 @@ def lear_anchored_gbm(cross_windows=(364, 728), folds: int = 4, anchor_input: bo
 
         def _design(self, frame, columns, block_columns, stat_columns=()):
             x = super()._design(frame, columns, block_columns, stat_columns)
-            return np.hstack([x, self.anchor.reindex(frame.index).to_numpy(dtype=float)[:, None]]) if anchor_input else x
+            return np.hstack([x, self.anchor.reindex(frame.index).to_numpy(dtype=float)[:, None]])
 
     class Anchored:
         recalibrates = True
@@ -380,10 +381,9 @@ def model_factory(name: str, n_jobs: int):
         "lgbm_anchor_xl_stats_lx1": lambda: lear_anchored_gbm(
             n_jobs=n_jobs, exogenous_lags="day_stats", params={"feature_fraction": 0.5}, **SLOW_MEDIAN,
             lear_exogenous=EXOGENOUS_FEATURES + tuple(c for c in EXOGENOUS_LAG_FEATURES if c.endswith("_lag_P1D"))),
-        "lgbm_anchor_xl_stats_noin": lambda: lear_anchored_gbm(n_jobs=n_jobs, exogenous_lags="day_stats", anchor_input=False,
-                                                               params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
-        "lgbm_anchor_xl_stats_728": lambda: lear_anchored_gbm(n_jobs=n_jobs, exogenous_lags="day_stats", cross_windows=(728,),
-                                                              params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
+        "lgbm_anchor_xl_stats_728": lambda: lear_anchored_gbm(n_jobs=n_jobs, exogenous_lags="day_stats",
+                                                              cross_windows=(728,), params={"feature_fraction": 0.5},
+                                                              **SLOW_MEDIAN),
         "lgbm_med_leaves15": lambda: gbm(params={"num_leaves": 15, "min_data_in_leaf": 50}, **SLOW_MEDIAN),
         "lgbm_med_leaves63": lambda: gbm(params={"num_leaves": 63}, **SLOW_MEDIAN),
         "lear_long_recal": lambda: LEAR(windows=(56, 84, 1092, 1456), recalibrate=True),
