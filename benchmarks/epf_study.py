@@ -135,6 +135,7 @@ def lgbm_with_lagged_exogenous(**kw):
 
 
 SLOW_MEDIAN = {"median_n_estimators": 600, "median_learning_rate": 0.05}
+ANCHOR = {"target_transform": "lear", "anchor_windows": (364, 728), "recalibrate": True}
 
 
 def lgbm_recent(days: int, **kw):
@@ -256,58 +257,17 @@ def day_mlp(**kw):
     return DayMLP(**kw)
 
 
-def lear_anchored_gbm(cross_windows=(364, 728), folds: int = 4, lear_exogenous=None, **kw):
-    """LightGBM on the residuals of a LEAR forecast (the study's version, which measured it first; the
-    platform's is ``LightGBMForecaster(target_transform="lear")``, without ``lear_exogenous``).
-
-    The booster fits each price relative to a LEAR forecast of it (as ``target_transform="level"`` does
-    relative to D-1's mean), price inputs relative to it too, and the LEAR forecast as an input. Its
-    training rows take LEAR forecasts cross-fitted on ``folds`` contiguous blocks of the training days
-    (each block forecast by a LEAR fitted on the other blocks), so the residuals it learns are
-    out-of-sample ones; a forecast takes the LEAR fitted on all of them (recalibrated daily).
-    """
-    from models.featureframe import local_day
+def lear_anchored_gbm(lear_exogenous: tuple[str, ...], **kw):
+    """``LightGBMForecaster(target_transform="lear")`` whose LEAR (cross-fitted and full) takes
+    ``lear_exogenous`` (study only: the platform's takes the exogenous forecasts of D)."""
     from models.lear import LEAR
     from models.lightgbm_forecaster import LightGBMForecaster
 
-    lx = {"exogenous": lear_exogenous} if lear_exogenous else {}
-
     class AnchoredGBM(LightGBMForecaster):
-        anchor: pd.Series
+        def _anchor_model(self, recalibrate: bool) -> LEAR:
+            return LEAR(windows=self.anchor_windows, recalibrate=recalibrate, exogenous=lear_exogenous)
 
-        def _level(self, frame, fill):
-            return self.anchor.reindex(frame.index).to_numpy(dtype=float)
-
-        def _design(self, frame, columns, block_columns, stat_columns=()):
-            x = super()._design(frame, columns, block_columns, stat_columns)
-            return np.hstack([x, self.anchor.reindex(frame.index).to_numpy(dtype=float)[:, None]])
-
-    class Anchored:
-        recalibrates = True
-
-        def fit(self, features, target):
-            day = local_day(features)
-            days = np.sort(day.unique())
-            anchor = pd.Series(np.nan, index=features.index)
-            for block in np.array_split(days, folds):
-                held = day.isin(block).to_numpy()
-                lear = LEAR(windows=cross_windows, **lx).fit(features[~held], target[~held])
-                anchor[held] = lear.predict(features[held])["q50"].to_numpy()
-            self.lear = LEAR(windows=cross_windows, recalibrate=True, **lx).fit(features, target)
-            self.gbm = AnchoredGBM(target_transform="level", **kw)
-            self.gbm.anchor = anchor
-            self.gbm.fit(features, target)
-            return self
-
-        def recalibrate(self, features, target):
-            self.lear = self.lear.recalibrate(features, target)
-            return self
-
-        def predict(self, features):
-            self.gbm.anchor = pd.Series(self.lear.predict(features)["q50"].to_numpy(), index=features.index)
-            return self.gbm.predict(features)
-
-    return Anchored()
+    return AnchoredGBM(target_transform="lear", **kw)
 
 
 def model_factory(name: str, n_jobs: int):
@@ -374,16 +334,16 @@ def model_factory(name: str, n_jobs: int):
         "lgbm_med2_level_xl_stats_ff05": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
                                                      params={"feature_fraction": 0.5}, median_n_estimators=1200,
                                                      median_learning_rate=0.025),
-        # LightGBM on the residuals of a cross-fitted LEAR (lear_anchored_gbm above)
-        "lgbm_anchor": lambda: lear_anchored_gbm(n_jobs=n_jobs, params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
-        "lgbm_anchor_xl_stats": lambda: lear_anchored_gbm(n_jobs=n_jobs, exogenous_lags="day_stats",
-                                                          params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
+        # LightGBM on the residuals of a cross-fitted LEAR recalibrated daily (target_transform="lear")
+        "lgbm_anchor": lambda: gbm(**ANCHOR, params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
+        "lgbm_anchor_xl_stats": lambda: gbm(**ANCHOR, exogenous_lags="day_stats", params={"feature_fraction": 0.5},
+                                            **SLOW_MEDIAN),
         "lgbm_anchor_xl_stats_lx1": lambda: lear_anchored_gbm(
-            n_jobs=n_jobs, exogenous_lags="day_stats", params={"feature_fraction": 0.5}, **SLOW_MEDIAN,
-            lear_exogenous=EXOGENOUS_FEATURES + tuple(c for c in EXOGENOUS_LAG_FEATURES if c.endswith("_lag_P1D"))),
-        "lgbm_anchor_xl_stats_728": lambda: lear_anchored_gbm(n_jobs=n_jobs, exogenous_lags="day_stats",
-                                                              cross_windows=(728,), params={"feature_fraction": 0.5},
-                                                              **SLOW_MEDIAN),
+            EXOGENOUS_FEATURES + tuple(c for c in EXOGENOUS_LAG_FEATURES if c.endswith("_lag_P1D")),
+            n_jobs=n_jobs, anchor_windows=(364, 728), recalibrate=True, exogenous_lags="day_stats",
+            params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
+        "lgbm_anchor_xl_stats_728": lambda: gbm(**{**ANCHOR, "anchor_windows": (728,)}, exogenous_lags="day_stats",
+                                                params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
         "lgbm_med_leaves15": lambda: gbm(params={"num_leaves": 15, "min_data_in_leaf": 50}, **SLOW_MEDIAN),
         "lgbm_med_leaves63": lambda: gbm(params={"num_leaves": 63}, **SLOW_MEDIAN),
         "lear_long_recal": lambda: LEAR(windows=(56, 84, 1092, 1456), recalibrate=True),
@@ -427,14 +387,15 @@ def parts(name: str, model, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """
     from models.conformal import ConformalForecaster
     from models.ensemble import QuantileAverageEnsemble
+    from models.lightgbm_forecaster import LightGBMForecaster
 
     out = {}
     inner, inner_name = model, name
     if isinstance(model, ConformalForecaster) and model.refit:
         inner, inner_name = model.model_, name[4:]
         out[inner_name] = inner.predict(frame)
-    if hasattr(model, "gbm") and hasattr(model, "lear"):  # lear_anchored_gbm: its LEAR alone
-        out[name + "_lear"] = model.lear.predict(frame)
+    if isinstance(inner, LightGBMForecaster) and inner.target_transform == "lear":  # its LEAR alone
+        out[f"{inner_name}_lear"] = next(iter(inner.models_.values())).anchor.predict(frame)
     if isinstance(inner, QuantileAverageEnsemble):
         for member_name, member in zip(inner_name.split("+"), inner.fitted_members_):
             out[member_name] = member.predict(frame)

@@ -194,6 +194,10 @@ class LightGBMForecaster(MarketwiseForecaster):
         """The LEAR forecast where there is one, else the D-1 level (``_level``)."""
         return np.where(np.isnan(forecast), fallback, forecast)
 
+    def _anchor_model(self, recalibrate: bool) -> LEAR:
+        """A new LEAR of ``target_transform="lear"``: the cross-fitted ones and the one forecasts take."""
+        return LEAR(windows=self.anchor_windows, recalibrate=recalibrate)
+
     def _cross_fitted(self, frame: pd.DataFrame, y: np.ndarray) -> np.ndarray:
         """LEAR forecasts of the training rows, each contiguous block of days by a LEAR fitted on the others."""
         day = local_day(frame).to_numpy()
@@ -202,7 +206,7 @@ class LightGBMForecaster(MarketwiseForecaster):
         target = pd.Series(y, frame.index)
         for block in np.array_split(days, min(self.anchor_folds, len(days))):
             held = np.isin(day, block)
-            lear = LEAR(windows=self.anchor_windows).fit(frame[~held], target[~held])
+            lear = self._anchor_model(recalibrate=False).fit(frame[~held], target[~held])
             out[held] = lear.predict(frame[held])["q50"].to_numpy()
         return out
 
@@ -232,8 +236,7 @@ class LightGBMForecaster(MarketwiseForecaster):
             fill = float(np.nanmedian(y))
             level = self._level(frame, fill)
         if self.target_transform == "lear":
-            anchor = LEAR(windows=self.anchor_windows, recalibrate=self.recalibrates)
-            anchor.fit(frame, pd.Series(y, frame.index))
+            anchor = self._anchor_model(recalibrate=self.recalibrates).fit(frame, pd.Series(y, frame.index))
             level = self._anchor_level(self._cross_fitted(frame, y), level)
         if level is not None:
             frame, z = self._relative(frame, level), y - level
