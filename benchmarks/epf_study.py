@@ -77,6 +77,20 @@ def with_neighbour_prices(code: str, features: pd.DataFrame, neighbour: str, slo
     return features.assign(**{slot: features["delivery_start"].map(lag).to_numpy()})
 
 
+def with_net_load(code: str, features: pd.DataFrame, slot: str = "residual_load_mw") -> pd.DataFrame:
+    """A measurement-only frame: the day-ahead load forecast minus the other forecast of the file, in ``slot``.
+
+    NP: load minus wind (the residual load; the platform's ``residual_load_mw`` is missing there, since it
+    also needs a solar forecast, which the NP file lacks). BE and FR: the French load minus the French
+    generation forecast (what France must import or leave unserved). Both parts are forecasts for day D
+    known before the auction, so this leaks nothing.
+    """
+    if features[slot].notna().any():
+        raise SystemExit(f"{code}: column {slot!r} holds values; it cannot carry the net load")
+    other = "wind_forecast_mw" if features["wind_forecast_mw"].notna().any() else "generation_forecast_mw"
+    return features.assign(**{slot: features["load_forecast_mw"] - features[other]})
+
+
 def lear_with_lagged_exogenous(**kw):
     """A measurement-only LEAR that also sees the exogenous forecasts of D-1 and D-7, as in the paper.
 
@@ -131,7 +145,43 @@ def lgbm_with_lagged_exogenous(**kw):
                 extra.append(np.where(src[:, None] >= 0, cube[np.maximum(src, 0)], np.nan))
             return np.hstack([x, np.hstack(extra)[blocks.block]])
 
-    return _LaggedExogenousGBM(**kw)
+    return _LaggedExogenousGBM(**{"derive_residual_load": False, **kw})
+
+
+POOL_PARTNER = {"BE": "FR", "FR": "BE"}  # coupled markets (equal prices in 46 % of 2014's hours)
+_POOL_CACHE: dict[str, tuple[pd.DataFrame, pd.Series]] = {}
+
+
+def pooled_gbm(slot: str = "fuel_price_eur_mwh", **kw):
+    """A measurement-only LightGBM fitted on its market's rows and the coupled partner's rows of the same days.
+
+    BE and FR clear in one coupled auction: their prices follow one another and they share the French
+    exogenous forecasts. Pooling doubles the training days of similar dynamics; the unused column ``slot``
+    marks the rows' market (1 = the forecast market, 0 = the partner), so the trees may still split them.
+    Only the market's own rows are forecast. The partner's rows are those of the same training days, all
+    known before the forecast's issue time as the market's are.
+    """
+    from models.featureframe import local_day
+    from models.lightgbm_forecaster import LightGBMForecaster
+
+    class _PooledGBM(LightGBMForecaster):
+        def _fit_market(self, frame, y):
+            code = str(frame["market"].iloc[0])
+            partner = POOL_PARTNER[code]
+            if partner not in _POOL_CACHE:
+                _POOL_CACHE[partner] = load_market(partner)
+            other, other_y = _POOL_CACHE[partner]
+            day, other_day = local_day(frame), local_day(other)
+            keep = ((other_day >= day.min()) & (other_day <= day.max())).to_numpy()
+            if frame[slot].notna().any():
+                raise SystemExit(f"{code}: column {slot!r} holds values; it cannot mark the pooled rows")
+            both = pd.concat([frame.assign(**{slot: 1.0}), other[keep].assign(**{slot: 0.0})], ignore_index=True)
+            return super()._fit_market(both, np.concatenate([y, other_y[keep].to_numpy(dtype=float)]))
+
+        def predict(self, frame, *args, **kwargs):
+            return super().predict(frame.assign(**{slot: 1.0}), *args, **kwargs)
+
+    return _PooledGBM(**{"derive_residual_load": False, **kw})
 
 
 SLOW_MEDIAN = {"median_n_estimators": 600, "median_learning_rate": 0.05}
@@ -152,7 +202,7 @@ def lgbm_recent(days: int, **kw):
             keep = (day >= day.max() - pd.Timedelta(days=days - 1)).to_numpy()
             return super().fit(frame[keep], target[keep])
 
-    return _RecentGBM(**kw)
+    return _RecentGBM(**{"derive_residual_load": False, **kw})
 
 
 def lgbm_level_scaled(**kw):
@@ -183,7 +233,7 @@ def lgbm_level_scaled(**kw):
             lvl, s = level(frame)
             return super()._predict_market(state, frame, quantiles) * s[:, None] + lvl[:, None]
 
-    return _ScaledLevelGBM(**kw)
+    return _ScaledLevelGBM(**{"derive_residual_load": False, **kw})
 
 
 def day_mlp(**kw):
@@ -267,7 +317,7 @@ def lear_anchored_gbm(lear_exogenous: tuple[str, ...], **kw):
         def _anchor_model(self, recalibrate: bool) -> LEAR:
             return LEAR(windows=self.anchor_windows, recalibrate=recalibrate, exogenous=lear_exogenous)
 
-    return AnchoredGBM(target_transform="lear", **kw)
+    return AnchoredGBM(target_transform="lear", **{"derive_residual_load": False, **kw})
 
 
 def model_factory(name: str, n_jobs: int):
@@ -277,8 +327,8 @@ def model_factory(name: str, n_jobs: int):
     from models.lightgbm_forecaster import LightGBMForecaster
     from models.naive import WeeklyNaive
 
-    def gbm(**kw):
-        return LightGBMForecaster(n_jobs=n_jobs, **kw)
+    def gbm(**kw):  # as measured before the residual load was derived (NP): the rows of docs/models.md
+        return LightGBMForecaster(n_jobs=n_jobs, **{"derive_residual_load": False, **kw})
 
     table = {
         "naive": WeeklyNaive,
@@ -326,8 +376,14 @@ def model_factory(name: str, n_jobs: int):
         # booster settings measured on the validation year (docs/models.md)
         "lgbm_med_bin255": lambda: gbm(params={"max_bin": 255}, **SLOW_MEDIAN),
         "lgbm_med_ff05": lambda: gbm(params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
+        # BE and FR pooled: the coupled partner's rows of the same days as well (pooled_gbm above)
+        "lgbm_med_ff05_pool": lambda: pooled_gbm(n_jobs=n_jobs, params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
         "lgbm_med_level_xl_stats_ff05": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
                                                     params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
+        # NP's recipe booster with the residual load (load minus wind) derived, the platform's default since
+        "lgbm_med_level_xl_stats_ff05_rl": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
+                                                       params={"feature_fraction": 0.5}, derive_residual_load=True,
+                                                       **SLOW_MEDIAN),
         # the median booster twice as long again (1200 rounds at 0.025)
         "lgbm_med2_ff05": lambda: gbm(params={"feature_fraction": 0.5}, median_n_estimators=1200,
                                       median_learning_rate=0.025),
@@ -485,6 +541,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-jobs", type=int, default=2, help="threads for LightGBM (keep <= 2 on a shared machine)")
     ap.add_argument("--neighbour", default="",
                     help="comma-separated M:N pairs: market M also sees market N's prices of D-1 (study only)")
+    ap.add_argument("--net-load", action="store_true",
+                    help="fill residual_load_mw with load minus wind (NP) or minus generation (BE, FR) (study only)")
     ap.add_argument("--save", type=Path, default=None, help="folder to write per-market forecast parquet files")
     ap.add_argument("--rescore", type=Path, default=None,
                     help="no backtest: score the forecasts saved in this folder (by --save runs), plus --combine")
@@ -505,6 +563,8 @@ def main(argv: list[str] | None = None) -> None:
         neighbours = dict(pair.split(":") for pair in args.neighbour.split(",") if pair)
         if code in neighbours:
             features = with_neighbour_prices(code, features, neighbours[code])
+        if args.net_load:
+            features = with_net_load(code, features)
         days = chosen_days(features, args.phase, args.days)
         print(f"\n{code}: {len(features):,} feature rows, {args.phase} {len(days)} days "
               f"({days[0].date()} .. {days[-1].date()}), built in {time.perf_counter() - t0:.1f}s", flush=True)

@@ -53,10 +53,12 @@ from models.featureframe import (
     local_day,
 )
 from models.forecaster import DEFAULT_QUANTILES, MarketwiseForecaster, check_quantiles
+from features.transforms.exogenous import RESIDUAL_LOAD_PARTS
 from models.lear import LEAR, PRICE_LAGS, InvariantScaler
 
 TARGET_TRANSFORMS = ("none", "asinh", "level", "lear")
 EXOGENOUS_LAG_INPUTS = ("none", "day_stats", "day_block")
+RESIDUAL_COLUMN = "residual_load_mw"
 LEVEL_COLUMN, LEVEL_FALLBACK = "price_prev_day_mean", "price_rolling_mean_P7D"
 # price inputs taken relative to the level under target_transform="level" (the level itself stays absolute)
 RELATIVE_PRICES = ("price_lag_P1D", "price_lag_P2D", "price_lag_P3D", "price_lag_P7D", "price_prev_day_min",
@@ -103,6 +105,7 @@ class _MarketGBM:
     level_fill: float | None = None  # target_transform="level": the level where a row has none
     stat_columns: tuple[str, ...] = ()  # columns that add their daily mean, min and max only (exogenous lags)
     anchor: LEAR | None = None  # target_transform="lear": the LEAR whose forecast is the level
+    residual_parts: tuple[str, ...] = ()  # residual load derived here: load minus these forecasts (see _residual)
 
 
 class LightGBMForecaster(MarketwiseForecaster):
@@ -114,7 +117,7 @@ class LightGBMForecaster(MarketwiseForecaster):
                  block_prices: tuple[str, ...] = ("price_lag_P1D",), median_objective: str = "quantile",
                  median_n_estimators: int | None = None, median_learning_rate: float | None = None,
                  exogenous_lags: str = "none", anchor_windows: tuple[int, ...] = (728,), anchor_folds: int = 4,
-                 recalibrate: bool = False):
+                 recalibrate: bool = False, derive_residual_load: bool = True):
         if structure not in ("pooled", "per_hour"):
             raise ValueError(f"structure {structure!r} must be 'pooled' or 'per_hour'")
         if inputs not in ("same_hour", "day_block"):
@@ -141,6 +144,7 @@ class LightGBMForecaster(MarketwiseForecaster):
                              f"transform is {target_transform!r}")
         self.anchor_windows, self.anchor_folds = tuple(int(w) for w in anchor_windows), int(anchor_folds)
         self.recalibrates = bool(recalibrate)
+        self.derive_residual_load = bool(derive_residual_load)
         self.median_objective = median_objective
         self.exogenous_lags = exogenous_lags
         # the median booster alone decides the point forecast (MAE): it may boost longer and slower than the tails
@@ -170,6 +174,32 @@ class LightGBMForecaster(MarketwiseForecaster):
                 stats = np.hstack([np.nanmean(cube, axis=1), np.nanmin(cube, axis=1), np.nanmax(cube, axis=1)])
         per_day = np.hstack([wide, stats])
         return np.hstack([x, per_day[blocks.block]])
+
+    def _residual_parts(self, frame: pd.DataFrame) -> tuple[str, ...]:
+        """The forecasts a residual load is derived from where the feature itself is missing in every training row.
+
+        ``residual_load_mw`` (load minus wind minus solar) is missing wherever a part is: a market that
+        publishes no solar forecast (NP) has none at all. Then the residual load is taken here as the load
+        forecast minus the renewable forecasts the market does publish (those with a value in some training
+        row): ``("load_forecast_mw", "wind_forecast_mw")`` for NP. No parts (nothing derived) when the
+        feature has values, when there is no load forecast, or no renewable forecast (BE and FR of the EPF
+        files), or with ``derive_residual_load=False``.
+        """
+        if not getattr(self, "derive_residual_load", False):
+            return ()
+        used, _ = self.usable(frame, RESIDUAL_LOAD_PARTS)
+        if (RESIDUAL_COLUMN in frame.columns and frame[RESIDUAL_COLUMN].notna().any()) or \
+                RESIDUAL_LOAD_PARTS[0] not in used or len(used) < 2:
+            return ()
+        return tuple(used)
+
+    @staticmethod
+    def _residual(frame: pd.DataFrame, parts: tuple[str, ...]) -> pd.DataFrame:
+        """``frame`` with ``residual_load_mw`` = the first part minus the others (NaN where any part is)."""
+        if not parts:
+            return frame
+        values = frame[parts[0]].to_numpy(dtype=float) - frame[list(parts[1:])].to_numpy(dtype=float).sum(axis=1)
+        return frame.assign(**{RESIDUAL_COLUMN: values})
 
     @staticmethod
     def _level(frame: pd.DataFrame, fill: float) -> np.ndarray:
@@ -219,6 +249,8 @@ class LightGBMForecaster(MarketwiseForecaster):
 
         lags = EXOGENOUS_LAG_FEATURES if self.exogenous_lags != "none" else ()
         candidates = [*PRICE_FEATURES, *EXOGENOUS_FEATURES, *lags, *CALENDAR_FEATURES]
+        residual_parts = self._residual_parts(frame)
+        frame = self._residual(frame, residual_parts)
         used, unused = self.usable(frame, candidates)
         block, stats = [], ()
         if self.inputs == "day_block":
@@ -245,7 +277,10 @@ class LightGBMForecaster(MarketwiseForecaster):
         if anchor is not None:  # the LEAR forecast is an input too; the LEAR's inputs are the model's as well
             x = np.hstack([x, level[:, None]])
             inputs = used + [c for c in anchor.input_columns_ if c not in used]
-        state = _MarketGBM(used, block, scaler, level_fill=fill, stat_columns=stats, anchor=anchor)
+        state = _MarketGBM(used, block, scaler, level_fill=fill, stat_columns=stats, anchor=anchor,
+                           residual_parts=residual_parts)
+        if residual_parts:  # a derived input: the rows a forecast needs hold its parts, not the feature
+            inputs = [c for c in inputs if c != RESIDUAL_COLUMN] + [c for c in residual_parts if c not in inputs]
         hours = frame["hour"].to_numpy()
         groups = [(-1, np.ones(len(frame), bool))] if self.structure == "pooled" else \
             [(h, hours == h) for h in range(HOURS)]
@@ -273,6 +308,7 @@ class LightGBMForecaster(MarketwiseForecaster):
             if q < lo - 1e-12 or q > hi + 1e-12:
                 raise QuantileError(f"quantile {q!r} is outside the fitted levels {self.quantiles!r}; "
                                     f"refit with quantiles=... to include it")
+        frame = self._residual(frame, getattr(state, "residual_parts", ()))
         level = None
         if state.level_fill is not None:
             level = self._level(frame, state.level_fill)

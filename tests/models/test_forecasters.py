@@ -215,6 +215,37 @@ def test_exogenous_lags_are_inputs_only_of_models_that_ask_for_them(split):
         LightGBMForecaster(exogenous_lags="hourly")
 
 
+def test_lightgbm_derives_the_residual_load_of_a_market_without_a_solar_forecast(split):
+    """NP publishes no solar forecast, so the feature residual_load_mw (load - wind - solar) is missing in every
+    row; LightGBM then takes load - wind itself, exactly as if the feature held it."""
+    features, target, train, test = split
+    q = ["q10", "q50", "q90"]
+    assert features["residual_load_mw"].notna().all()  # the synthetic market has every forecast: nothing derived
+    assert LightGBMForecaster(n_estimators=5).fit(features[train], target[train]).models_["SYN_NORTH"].residual_parts == ()
+    no_solar = features.assign(solar_forecast_mw=np.nan, residual_load_mw=np.nan)
+    derived = LightGBMForecaster(n_estimators=20).fit(no_solar[train], target[train])
+    assert derived.models_["SYN_NORTH"].residual_parts == ("load_forecast_mw", "wind_forecast_mw")
+    assert "residual_load_mw" not in derived.input_columns_  # a forecast's rows need its parts, not the feature
+    assert {"load_forecast_mw", "wind_forecast_mw"} <= set(derived.input_columns_)
+    given = no_solar.assign(residual_load_mw=no_solar["load_forecast_mw"] - no_solar["wind_forecast_mw"])
+    explicit = LightGBMForecaster(n_estimators=20, derive_residual_load=False).fit(given[train], target[train])
+    assert explicit.models_["SYN_NORTH"].residual_parts == ()
+    pd.testing.assert_frame_equal(derived.predict(no_solar[test])[q], explicit.predict(given[test])[q])
+    without = LightGBMForecaster(n_estimators=20, derive_residual_load=False).fit(no_solar[train], target[train])
+    assert "residual_load_mw" in without.unused_columns_
+    assert without.models_["SYN_NORTH"].boosters[(-1, 0.5)].num_feature() < \
+        derived.models_["SYN_NORTH"].boosters[(-1, 0.5)].num_feature()
+    # a what-if on the wind: the residual load is derived from the rows forecast, so it follows the new wind
+    windier = no_solar[test].assign(wind_forecast_mw=no_solar.loc[test, "wind_forecast_mw"] * 1.5)
+    pd.testing.assert_frame_equal(derived.predict(windier)[q], explicit.predict(
+        windier.assign(residual_load_mw=windier["load_forecast_mw"] - windier["wind_forecast_mw"]))[q])
+    # no renewable forecast at all (BE and FR of the EPF files): nothing to derive
+    neither = no_solar.assign(wind_forecast_mw=np.nan)
+    assert LightGBMForecaster(n_estimators=5).fit(neither[train], target[train]).models_["SYN_NORTH"].residual_parts == ()
+    with pytest.raises(FeatureFrameError, match="'wind_forecast_mw' is NaN in every row of the prediction frame"):
+        derived.predict(no_solar[test].assign(wind_forecast_mw=np.nan))
+
+
 @pytest.mark.parametrize("alpha_rule,criterion", [("epftoolbox", "aic"), ("aic", "aic"), ("epftoolbox", "bic")])
 @pytest.mark.parametrize("days", [42, 200], ids=["fewer_days_than_inputs", "more_days_than_inputs"])
 def test_lear_window_fit_equals_the_published_lassolarsic_then_lasso_recipe(split, alpha_rule, criterion, days):
