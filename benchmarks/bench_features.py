@@ -62,7 +62,7 @@ if str(REPO) not in sys.path:  # run as a plain script from anywhere
     sys.path.insert(0, str(REPO))
 
 from features.featuretables import GROUPS  # noqa: E402
-from features.lake import Lake, all_of, between, one_of, to_arrow, window_filter  # noqa: E402
+from features.lake import Lake, all_of, between, forget_sql_catalog, one_of, to_arrow, window_filter  # noqa: E402
 from features.settings import AurumSettings  # noqa: E402
 
 from benchreport import DOCS, command_line, header_lines, record  # noqa: E402
@@ -381,9 +381,7 @@ def redis_online(n_markets: int, calls: int, seed: int) -> dict:
         if store is not None:
             featurestore.drop_project(store)
         with engine.begin() as conn:
-            for table in ("iceberg_tables", "iceberg_namespace_properties"):
-                conn.execute(sqlalchemy.text(f"DELETE FROM {table} WHERE catalog_name = :n"),
-                             {"n": settings.catalog.name})
+            forget_sql_catalog(conn, settings.catalog.name)
         engine.dispose()
         shutil.rmtree(home, ignore_errors=True)
 

@@ -617,6 +617,24 @@ def _without_dead_manifests(producer):
     return producer
 
 
+SQL_CATALOG_TABLES = ("iceberg_tables", "iceberg_namespace_properties")
+
+
+def forget_sql_catalog(connection, name: str) -> None:
+    """Delete the rows of SQL catalog ``name`` (its tables and namespaces) from a catalog database.
+
+    ``connection``: an open SQLAlchemy connection in a transaction. The catalog's data files stay
+    where they are (a test or benchmark removes its warehouse itself). Nothing happens where no catalog
+    was ever created in that database (its tables do not exist yet).
+    """
+    import sqlalchemy
+
+    existing = set(sqlalchemy.inspect(connection).get_table_names())
+    for table in SQL_CATALOG_TABLES:
+        if table in existing:
+            connection.execute(sqlalchemy.text(f"DELETE FROM {table} WHERE catalog_name = :n"), {"n": name})
+
+
 def new_batch_id() -> str:
     return uuid.uuid4().hex[:16]
 

@@ -29,6 +29,12 @@ every level.
 The defaults (pooled, day-block inputs, raw target) are the structure chosen on the EPF
 validation year (see docs/models.md).
 
+Where the feature ``residual_load_mw`` (load minus wind minus solar) is missing in every training row
+because a market publishes no forecast of one part (NP has no solar forecast), the model takes the load
+forecast minus the renewable forecasts the market does publish as its residual load, in training and in
+every forecast (``derive_residual_load``; on NP's validation year it cut LightGBM's MAE by 1.7 % and the
+ensemble's by 1.2 %, DM p = 0.008, docs/models.md).
+
 Missing inputs are left NaN: LightGBM routes them to the side learned in training (counted in
 ``missing_inputs``). Requested quantiles between fitted levels are linearly interpolated; outside
 the fitted range they are a :class:`QuantileError`.

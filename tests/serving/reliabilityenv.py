@@ -368,6 +368,7 @@ def drop_prod_env(env: ProdServedEnv, engine) -> None:
     import sqlalchemy as sa
 
     from features import featurestore
+    from features.lake import forget_sql_catalog
 
     s = env.settings
     tag = s.feast_project.removeprefix("aurum_")
@@ -377,7 +378,6 @@ def drop_prod_env(env: ProdServedEnv, engine) -> None:
         except Exception as exc:  # noqa: BLE001 - the private Redis may be gone already; the registry row goes below
             print(f"feast project {s.feast_project} not dropped through Feast: {exc}")
     with engine.begin() as conn:
-        for table in ("iceberg_tables", "iceberg_namespace_properties"):
-            conn.execute(sa.text(f"DELETE FROM {table} WHERE catalog_name = :n"), {"n": s.catalog.name})
+        forget_sql_catalog(conn, s.catalog.name)
         for schema in (f"mlflow_{tag}", f"serving_{tag}"):
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
