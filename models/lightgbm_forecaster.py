@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import QuantileError
+from features.transforms.exogenous import RESIDUAL_LOAD_PARTS
 from models.dayblock import HOURS, DayBlocks
 from models.featureframe import (
     CALENDAR_FEATURES,
@@ -59,7 +60,6 @@ from models.featureframe import (
     local_day,
 )
 from models.forecaster import DEFAULT_QUANTILES, MarketwiseForecaster, check_quantiles
-from features.transforms.exogenous import RESIDUAL_LOAD_PARTS
 from models.lear import LEAR, PRICE_LAGS, InvariantScaler
 
 TARGET_TRANSFORMS = ("none", "asinh", "level", "lear")
@@ -182,7 +182,7 @@ class LightGBMForecaster(MarketwiseForecaster):
         return np.hstack([x, per_day[blocks.block]])
 
     def _residual_parts(self, frame: pd.DataFrame) -> tuple[str, ...]:
-        """The forecasts a residual load is derived from where the feature itself is missing in every training row.
+        """The forecasts to derive a residual load from, where the feature is missing in every training row.
 
         ``residual_load_mw`` (load minus wind minus solar) is missing wherever a part is: a market that
         publishes no solar forecast (NP) has none at all. Then the residual load is taken here as the load
