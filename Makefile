@@ -56,9 +56,9 @@ bench-features: setup  ## feature store: training sets vs a DuckDB ASOF join, on
 	$(VENV)/bin/python benchmarks/bench_features.py --write-docs
 
 bench-epf: setup  ## EPF benchmark (NP, BE, FR; ../shared/data) through ingest, feature store and aurum backtest
-	$(VENV)/bin/python benchmarks/bench_epf.py --train-days 1456 --param lear_recalibrate=true --param feature_fraction=0.5 --market-param NP:target_transform=level \
-		--market-param NP:exogenous_lags=day_stats --market-param NP:lgbm_weight=2 \
-		--market-param 'NP:lear_exogenous_lag_days=[1]' --write-docs
+	$(VENV)/bin/python benchmarks/bench_epf.py --train-days 1456 --param lear_recalibrate=true --param feature_fraction=0.5 \
+		--market-param NP:target_transform=level --market-param NP:exogenous_lags=day_stats \
+		--market-param NP:lgbm_weight=2 --market-param 'NP:lear_exogenous_lag_days=[1]' --write-docs
 
 bench-entsoe: setup  ## the unchanged pipeline on the nine ENTSO-E zones (../shared/data): 8 weeks of the last year, 4 of 2022
 	$(VENV)/bin/python benchmarks/bench_entsoe.py --crisis --train-days 1456 --write-docs

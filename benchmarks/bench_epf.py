@@ -17,23 +17,24 @@ Diebold-Mariano tests.
 
 The model's hyperparameters are the project's defaults (``training.specs.DEFAULTS``), chosen on the
 years before the test period (``docs/models.md``); nothing is tuned on the test period. ``make
-bench-epf`` adds ``--param lear_recalibrate=true``: the LEAR member is recalibrated on each day's
-newest data between the weekly refits, as the paper recalibrates its LEAR daily and as operations
-that retrain daily would run (chosen on the validation year too), ``--param feature_fraction=0.5``: each
-LightGBM tree sees half the inputs, the same accuracy on the validation year for ~15 % less time per fit
-(the platform's default stays 0.8), and ``--market-param
-NP:target_transform=level``: NP's LightGBM member fits prices relative to D-1's level, which won
-clearly on NP's validation year and lost on BE's and FR's (docs/models.md), and ``NP:exogenous_lags=day_stats``
-with ``NP:lgbm_weight=2``: NP's members also see the forecasts of D-1 and D-7, and the LightGBM member
-weighs twice LEAR (chosen on NP's validation year too; no gain on BE's or FR's), and
-``NP:lear_exogenous_lag_days=[1]``: NP's LEAR takes the forecasts of D-1 only, as good on the validation
-year as D-1 and D-7 for 28 % less LEAR time. Each market has its own
-champion on the platform, so a per-market recipe is what a user would register. ``--train-days 1456``
-refits on the last 4 years (1456 days) before each week, as the paper calibrates its models (its LEAR's
-longest window and its DNN's calibration window are 4 years) and as every model was chosen on the
-validation year (``benchmarks/epf_study.py``, 1456 training days). ``--market-model NP:lgbm`` gives one
-market another model family (measured: NP's LightGBM on a LEAR's residuals, ``target_transform=lear``,
-docs/models.md; not taken).
+bench-epf`` runs each market's recipe, all chosen on the validation year too, as each market has its own
+champion on the platform:
+
+- the LEAR member is recalibrated on each day's newest data between the weekly refits (``--param
+  lear_recalibrate=true``), as the paper recalibrates its LEAR daily and as operations that retrain daily
+  would run;
+- every LightGBM tree sees half the inputs (``--param feature_fraction=0.5``): the same accuracy on the
+  validation year for ~15 % less time per fit (the platform's default stays 0.8);
+- NP: the LightGBM member fits prices relative to D-1's level (``NP:target_transform=level``; it lost on
+  BE's and FR's validation year), both members see the forecasts of D-1 and D-7 (``NP:exogenous_lags=
+  day_stats``), LightGBM weighs twice LEAR (``NP:lgbm_weight=2``), and LEAR takes the forecasts of D-1 only
+  (``NP:lear_exogenous_lag_days=[1]``: as good as D-1 and D-7 for 28 % less LEAR time).
+
+``--train-days 1456`` refits on the last 4 years (1456 days) before each week, as the paper calibrates its
+models (its LEAR's longest window and its DNN's calibration window are 4 years) and as every model was
+chosen on the validation year (``benchmarks/epf_study.py``, 1456 training days). ``--market-model
+NP:lgbm`` gives one market another model family (measured: NP's LightGBM on a LEAR's residuals,
+``target_transform=lear``, docs/models.md; not taken).
 
 The markets run all at once, one single-threaded process each; with more markets than cores, the first
 (list the costliest first: NP) keeps a core and the others share the rest at a lower priority until it

@@ -88,10 +88,12 @@ def with_net_load(code: str, features: pd.DataFrame, slot: str = "residual_load_
     generation forecast (what France must import or leave unserved). Both parts are forecasts for day D
     known before the auction, so this leaks nothing.
     """
-    if features[slot].notna().any():
-        raise SystemExit(f"{code}: column {slot!r} holds values; it cannot carry the net load")
+    from models.lightgbm_forecaster import RESIDUAL_COLUMN, LightGBMForecaster
+
+    if slot != RESIDUAL_COLUMN or features[slot].notna().any():
+        raise SystemExit(f"{code}: column {slot!r} is not an empty {RESIDUAL_COLUMN!r}; it cannot carry the net load")
     other = "wind_forecast_mw" if features["wind_forecast_mw"].notna().any() else "generation_forecast_mw"
-    return features.assign(**{slot: features["load_forecast_mw"] - features[other]})
+    return LightGBMForecaster._residual(features, ("load_forecast_mw", other))  # LightGBM's derivation, any parts
 
 
 def lear_with_lagged_exogenous(**kw):

@@ -36,8 +36,8 @@ DEFAULTS: dict[str, dict[str, object]] = {
 }
 # target_transform "lear" (lgbm, ensemble): LightGBM fits the residuals of a LEAR forecast, cross-fitted on
 # the training days, of a LEAR on the anchor_windows (docs/models.md); on the EPF validation year it beat
-# the D-1 level on NP, then lost on NP's test period: no recipe uses it. recalibrate (lgbm) refits that LEAR daily between the refits of a backtest, as the
-# ensemble's lear_recalibrate does for both its LEARs.
+# the D-1 level on NP, then lost on NP's test period: no recipe uses it. recalibrate (lgbm) refits that
+# LEAR daily between the refits of a backtest, as the ensemble's lear_recalibrate does for both its LEARs.
 # exogenous_lags: the day-ahead forecasts of D-1 and D-7 (feature view exogenous_lag_features) as inputs.
 # LEAR takes them as day blocks ("day_block"), LightGBM as day blocks or as their daily mean, min and max
 # ("day_stats"); the ensemble's LEAR takes them whenever its LightGBM does. On the EPF validation year they
