@@ -104,6 +104,11 @@ class ConformalForecaster(Forecaster):
         self.required_columns = self.model_.required_columns
         self.unused_columns_ = getattr(self.model_, "unused_columns_", ())
 
+    def feature_importance(self) -> pd.DataFrame:
+        """The fitted base's (the intervals' corrections weigh no input)."""
+        super().feature_importance()
+        return self.model_.feature_importance()
+
     @property
     def recalibrates(self) -> bool:
         """True when the base recalibrates; the corrections stay those of the last fit."""

@@ -12,7 +12,7 @@ import copy
 import numpy as np
 import pandas as pd
 
-from models.forecaster import Forecaster, quantile_column
+from models.forecaster import IMPORTANCE_COLUMNS, Forecaster, quantile_column
 
 
 class QuantileAverageEnsemble(Forecaster):
@@ -47,6 +47,13 @@ class QuantileAverageEnsemble(Forecaster):
         # on copies: a member's fitted state may be shared (``shared_fits``) and is never changed in place
         self.fitted_members_ = [copy.copy(m).recalibrate(frame, target) if m.recalibrates else m
                                 for m in self.fitted_members_]
+
+    def feature_importance(self) -> pd.DataFrame:
+        """The members' importances, each member named by its position and class (``0:LightGBMForecaster``)."""
+        super().feature_importance()
+        parts = [m.feature_importance().assign(member=f"{i}:{type(m).__name__}")
+                 for i, m in enumerate(self.fitted_members_)]
+        return pd.concat(parts, ignore_index=True)[list(IMPORTANCE_COLUMNS)]
 
     def _check_not_all_missing(self, frame: pd.DataFrame) -> None:
         for m in self.fitted_members_:

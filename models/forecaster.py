@@ -227,6 +227,20 @@ class Forecaster(ABC):
     def input_columns_(self) -> tuple[str, ...]:
         return tuple(getattr(self, "_inputs", ()))
 
+    def feature_importance(self) -> pd.DataFrame:
+        """How much each input counts in the fitted model, one row per market, member, quantile and input.
+
+        Columns (``IMPORTANCE_COLUMNS``): ``market``; ``member`` (the ensemble member, "" for a single
+        model); ``model`` (the class); ``quantile`` (the fitted level: LightGBM has one booster per level,
+        LEAR is a point model, 0.5); ``input`` (a feature column, or ``weekday`` / ``lear_forecast`` for
+        what a model derives itself); ``importance`` in the model's own ``measure``; ``share``, its
+        fraction of the total of that market, member and quantile (comparable across models). A model
+        with nothing to weigh (the weekly naive) has no rows.
+        """
+        if not getattr(self, "is_fitted_", False):
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(features, target) first")
+        return importance_frame([])
+
     @abstractmethod
     def _fit(self, frame: pd.DataFrame, y: np.ndarray) -> None:
         """Fit on a validated frame with finite target ``y``; set ``self._inputs`` and ``self.unused_columns_``."""
@@ -234,6 +248,22 @@ class Forecaster(ABC):
     @abstractmethod
     def _predict(self, frame: pd.DataFrame, quantiles: tuple[float, ...]) -> np.ndarray:
         """An (n_rows, n_quantiles) array for sorted ``quantiles``."""
+
+
+IMPORTANCE_COLUMNS = ("market", "member", "model", "quantile", "input", "importance", "share", "measure")
+
+
+def importance_frame(rows: list[dict]) -> pd.DataFrame:
+    """``rows`` (dicts of market, model, quantile, input, importance, measure) summed per input, with shares."""
+    frame = pd.DataFrame(rows, columns=[c for c in IMPORTANCE_COLUMNS if c != "share"])
+    frame["member"] = frame["member"].fillna("")
+    keys = ["market", "member", "model", "quantile", "measure"]
+    frame = frame.groupby([*keys, "input"], sort=False, as_index=False)["importance"].sum()
+    total = frame.groupby(keys, sort=False)["importance"].transform("sum")
+    frame["share"] = (frame["importance"] / total.where(total > 0)).fillna(0.0)
+    frame = frame.sort_values(["market", "member", "quantile", "importance"], ascending=[True, True, True, False],
+                              kind="stable")
+    return frame[list(IMPORTANCE_COLUMNS)].reset_index(drop=True)
 
 
 class MarketwiseForecaster(Forecaster):

@@ -42,7 +42,7 @@ import pandas as pd
 from features.errors import FeatureFrameError
 from models.dayblock import HOURS, DayBlocks
 from models.featureframe import EXOGENOUS_FEATURES
-from models.forecaster import MarketwiseForecaster, ResidualQuantiles
+from models.forecaster import MarketwiseForecaster, ResidualQuantiles, importance_frame
 
 PRICE_LAGS: tuple[str, ...] = ("price_lag_P1D", "price_lag_P2D", "price_lag_P3D", "price_lag_P7D")
 
@@ -229,6 +229,23 @@ class LEAR(MarketwiseForecaster):
                 coef[h] = c[:, 0]
         intercept = zy_mean - coef @ z_mean
         return _WindowModel(window, len(x), xs, ys, coef, intercept, alphas)
+
+    def feature_importance(self) -> pd.DataFrame:
+        """Each input's mean absolute LASSO coefficient (measure ``abs_coef``): on the asinh-scaled inputs and
+        target, so inputs compare; summed over the 24 hours of its day block, averaged over the 24 hourly
+        models and the calibration windows. The weekday dummies count as ``weekday``."""
+        super().feature_importance()
+        rows = []
+        for market, state in self.models_.items():
+            names = [c for c in state.columns for _ in range(HOURS)] + ["weekday"] * 7  # the design's order
+            for w in state.windows:
+                per_input = np.abs(w.coef).mean(axis=0) / len(state.windows)
+                if len(per_input) != len(names):
+                    raise ValueError(f"LEAR window {w.window} has {len(per_input)} coefficients; its inputs "
+                                     f"name {len(names)}")
+                rows += [{"market": market, "model": type(self).__name__, "quantile": 0.5, "input": n,
+                          "importance": float(v), "measure": "abs_coef"} for n, v in zip(names, per_input)]
+        return importance_frame(rows)
 
     def _predict_market(self, state: _MarketLEAR, frame: pd.DataFrame, quantiles):
         blocks, x = self._design(frame, state.columns)

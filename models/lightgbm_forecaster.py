@@ -59,7 +59,7 @@ from models.featureframe import (
     PRICE_FEATURES,
     local_day,
 )
-from models.forecaster import DEFAULT_QUANTILES, MarketwiseForecaster, check_quantiles
+from models.forecaster import DEFAULT_QUANTILES, MarketwiseForecaster, check_quantiles, importance_frame
 from models.lear import LEAR, PRICE_LAGS, InvariantScaler
 
 TARGET_TRANSFORMS = ("none", "asinh", "level", "lear")
@@ -307,6 +307,34 @@ class LightGBMForecaster(MarketwiseForecaster):
                         rounds = self.median_n_estimators
                 state.boosters[(h, q)] = lgb.train(params, data, num_boost_round=rounds)
         return state, inputs, [c for c in unused if c not in inputs]
+
+    @staticmethod
+    def _design_inputs(state: _MarketGBM) -> list[str]:
+        """The input each column of ``_design``'s matrix comes from: the row values, each block column's 24
+        hours, the daily mean, min and max of block and stat columns, then the anchor's forecast."""
+        names = list(state.columns)
+        daily = [*state.block_columns, *state.stat_columns]
+        if daily:  # _design adds no day context without them
+            names += [c for c in state.block_columns for _ in range(HOURS)] + daily * 3
+        return names + (["lear_forecast"] if state.anchor is not None else [])
+
+    def feature_importance(self) -> pd.DataFrame:
+        """Each input's total split gain (measure ``gain``) in each quantile's booster: summed over its row
+        value, its 24 day-block hours and daily statistics, and the hours of per-hour boosters. A derived
+        residual load counts as ``residual_load_mw``; the LEAR forecast of ``target_transform="lear"`` as
+        ``lear_forecast``."""
+        super().feature_importance()
+        rows = []
+        for market, state in self.models_.items():
+            names = self._design_inputs(state)
+            for (_, q), booster in state.boosters.items():
+                gain = booster.feature_importance(importance_type="gain")
+                if len(gain) != len(names):
+                    raise ValueError(f"a booster of market {market!r} has {len(gain)} inputs; the design names "
+                                     f"{len(names)}")
+                rows += [{"market": market, "model": type(self).__name__, "quantile": q, "input": n,
+                          "importance": float(g), "measure": "gain"} for n, g in zip(names, gain)]
+        return importance_frame(rows)
 
     def _predict_market(self, state: _MarketGBM, frame: pd.DataFrame, quantiles):
         lo, hi = self.quantiles[0], self.quantiles[-1]

@@ -12,9 +12,10 @@
    (``training.backtest``), with Diebold-Mariano tests between them;
 4. fit the candidate on everything known at the end: now, or the as-of day's issue time (gate
    closure on the day before it);
-5. log one MLflow run: parameters, metrics overall and by hour, the backtest table, plots, feature
-   importance, lineage; log the model (pyfunc) and register it as a new version of
-   ``day_ahead_<MARKET>`` (tags: recipe, backtest window, as-of day, the days it was fitted on);
+5. log one MLflow run: parameters, metrics overall and by hour, the backtest table, plots, the
+   fitted model's feature importance (table and plot), lineage; log the model (pyfunc) and register
+   it as a new version of ``day_ahead_<MARKET>`` (tags: recipe, backtest window, as-of day, the days
+   it was fitted on);
 6. run the approval gate (``training.approval``) against the current champion: its recipe
    backtested again (``against="recipe"``) or the served version, frozen (``"served"``).
 """
@@ -178,6 +179,7 @@ def train(settings: AurumSettings, market: str, spec: ModelSpec, *, backtest_day
     tags = run_tags(data, spec, "train") | {"as_of": str(as_of or "")}
     with ml.run(session.experiment_id, f"train {spec.kind} {market}", tags=tags) as run_id:
         log_run(data, spec, window, results, comparison)
+        log_importance(final, market)
         ml.log_params({"as_of": str(as_of or "now"), "approval_against": against if approve else "none"})
         info = ml.log_forecaster(final, backtest.model_inputs(rows.head(48), data.features), name="model",
                                  training_features=backtest.model_inputs(rows, data.features))
@@ -249,6 +251,19 @@ def log_run(data: TrainingData, spec: ModelSpec, window: backtest.BacktestWindow
                                               f"{code}: MAE by local hour"), "plots/error_by_hour.png")
     ml.log_figure(tracking.plot_calibration(cand.forecasts, cand.quantile_columns, f"{code}: calibration"),
                   "plots/calibration.png")
+
+
+def log_importance(model, market: str) -> None:
+    """The fitted model's feature importance (``Forecaster.feature_importance``) as a table and a plot."""
+    importance = model.feature_importance()
+    if importance.empty:  # nothing to weigh (the weekly naive)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "feature_importance.csv"
+        importance.to_csv(path, index=False)
+        ml.log_artifact(path, "importance")
+    ml.log_figure(tracking.plot_importance(importance, f"{market}: feature importance of the registered model"),
+                  "plots/feature_importance.png")
 
 
 @dataclass

@@ -162,3 +162,25 @@ def plot_calibration(forecasts: pd.DataFrame, quantile_columns: list[str], title
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_importance(importance: pd.DataFrame, title: str, top: int = 15):
+    """The ``top`` inputs of each member's median model by their share of its importance, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    med = importance[importance["quantile"] == 0.5]
+    groups = list(med.groupby(["member", "model", "measure"], sort=False))
+    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(5.5 * max(1, len(groups)), 0.3 * top + 1.5),
+                             squeeze=False)
+    for ax, ((member, model, measure), g) in zip(axes[0], groups):
+        g = g.groupby("input")["share"].mean().nlargest(top)[::-1]  # markets averaged
+        ax.barh(g.index, g.to_numpy())
+        ax.set(title=f"{member or model} ({measure})", xlabel="share of the model's importance")
+        ax.tick_params(axis="y", labelsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+

@@ -362,3 +362,36 @@ def test_lightgbm_lear_target_learns_the_out_of_sample_residuals_of_a_cross_fitt
         LightGBMForecaster(target_transform="lear", anchor_windows=(3,))
     with pytest.raises(ValueError, match="anchor_folds 1 must be at least 2"):
         LightGBMForecaster(target_transform="lear", anchor_folds=1)
+
+
+def test_feature_importance_names_every_input_and_ranks_a_planted_relation():
+    """The planted price is 0.6 x D-1 + 0.3 x D-7 + 0.02 x (load - 1000): D-1 counts most, D-2 and D-3 not at all."""
+    from models.conformal import ConformalForecaster
+    from models.forecaster import IMPORTANCE_COLUMNS
+
+    features, target = _planted_days(240, seed=5)
+    for model in (LightGBMForecaster(n_estimators=30, n_jobs=1), LEAR(windows=(120, 200)),
+                  LightGBMForecaster(n_estimators=10, structure="per_hour", n_jobs=1),
+                  LightGBMForecaster(n_estimators=10, target_transform="lear", anchor_windows=(56,), n_jobs=1)):
+        fi = model.fit(features, target).feature_importance()
+        assert tuple(fi.columns) == IMPORTANCE_COLUMNS and (fi["market"] == "UTC_TEST").all()
+        med = fi[fi["quantile"] == 0.5].set_index("input")["share"]
+        assert med.sum() == pytest.approx(1.0)
+        assert med["price_lag_P1D"] > med["price_lag_P7D"] > max(med["price_lag_P2D"], med["price_lag_P3D"])
+        assert med["load_forecast_mw"] > max(med["price_lag_P2D"], med["price_lag_P3D"])
+        if isinstance(model, LightGBMForecaster):  # every booster's total gain, none left unnamed
+            boosters = model.models_["UTC_TEST"].boosters
+            assert set(fi["quantile"]) == {0.1, 0.5, 0.9}
+            total = sum(b.feature_importance(importance_type="gain").sum() for (_, q), b in boosters.items() if q == 0.5)
+            assert fi.loc[fi["quantile"] == 0.5, "importance"].sum() == pytest.approx(total)
+            assert ("lear_forecast" in set(fi["input"])) == (model.target_transform == "lear")
+        else:
+            assert set(fi["input"]) == {*model.input_columns_, "weekday"} and (fi["measure"] == "abs_coef").all()
+    ens = ConformalForecaster(QuantileAverageEnsemble([LightGBMForecaster(n_estimators=10, n_jobs=1), LEAR(windows=(56,))]),
+                              calibration_days=28).fit(features, target)
+    fi = ens.feature_importance()
+    assert list(pd.unique(fi["member"])) == ["0:LightGBMForecaster", "1:LEAR"]
+    assert fi.groupby(["member", "quantile"])["share"].sum().to_numpy() == pytest.approx(1.0)
+    assert WeeklyNaive().fit(features, target).feature_importance().empty
+    with pytest.raises(NotFittedError):
+        LEAR().feature_importance()

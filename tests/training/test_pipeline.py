@@ -1,8 +1,10 @@
 """The training pipeline end to end on the synthetic market: real Feast, a real MLflow store (SQLite)."""
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from features import featurestore
@@ -22,7 +24,7 @@ def settings(market_env, tmp_path):
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=(tmp_path / "artifacts").as_uri()))
 
 
-def test_train_register_approve_reject_rollback_and_serve_the_champion(settings, market_env):
+def test_train_register_approve_reject_rollback_and_serve_the_champion(settings, market_env, tmp_path):
     session = pipeline.Session.open(settings)
     name = tracking.model_name(settings, MARKET)
     # The weekly naive forecast cannot become the first champion: it does not beat itself.
@@ -47,6 +49,12 @@ def test_train_register_approve_reject_rollback_and_serve_the_champion(settings,
     assert ModelSpec.from_json(record.tags["model_spec"]) == lear_spec
     assert any(k.startswith("lineage.snapshot:features.exogenous_lag_features") for k in run["tags"])
     assert record.tags["approval.decision"] == "approved"
+    # the registered model's feature importance: D-1's prices weigh in LEAR's coefficients; a plot beside it
+    importance = pd.read_csv(ml.download_artifact(lear.run_id, "importance/feature_importance.csv", tmp_path / "dl"))
+    assert set(importance["model"]) == {"LEAR"} and importance["share"].sum() == pytest.approx(1.0)
+    assert {"price_lag_P1D", "load_forecast_mw_lag_P1D", "weekday"} <= set(importance["input"])
+    assert importance.set_index("input").loc["price_lag_P1D", "share"] > importance["share"].median()
+    assert Path(ml.download_artifact(lear.run_id, "plots/feature_importance.png", tmp_path / "dl")).stat().st_size > 0
 
     # A worse candidate is rejected against the champion, on the same window, with the reason recorded.
     worse = pipeline.train(settings, MARKET, ModelSpec.of("naive"), backtest_days=21, session=session)
