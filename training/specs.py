@@ -25,14 +25,14 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "lgbm": {"structure": "pooled", "inputs": "day_block", "target_transform": "none", "n_estimators": 200,
              "learning_rate": 0.1, "median_n_estimators": None, "median_learning_rate": None, "num_leaves": 31,
              "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1, "exogenous_lags": "none",
-             "anchor_windows": [728], "recalibrate": False},
+             "anchor_windows": [728], "recalibrate": False, "median_seeds": 1},
     # The recommended champion: LEAR and LightGBM averaged quantile by quantile, conformal intervals.
     # target_transform "level" suits markets of slow price levels (NP); "none" lost nowhere (docs/models.md)
     "ensemble": {"lear_windows": [56, 84, 364, 728], "lear_recalibrate": False, "target_transform": "none",
                  "n_estimators": 200, "learning_rate": 0.1, "median_n_estimators": None, "median_learning_rate": None,
                  "num_leaves": 31, "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1,
                  "exogenous_lags": "none", "lear_exogenous_lag_days": [1, 7], "lgbm_weight": 1.0,
-                 "anchor_windows": [728]},
+                 "anchor_windows": [728], "median_seeds": 1},
 }
 # target_transform "lear" (lgbm, ensemble): LightGBM fits the residuals of a LEAR forecast, cross-fitted on
 # the training days, of a LEAR on the anchor_windows (docs/models.md); on the EPF validation year it beat
@@ -50,6 +50,8 @@ DEFAULTS: dict[str, dict[str, object]] = {
 # P10/P90 boosters (None = that rule): on 91 validation days 2.6 / 0.6 / 0.1 % less ensemble MAE on NP /
 # BE / FR (docs/models.md), for 1.7x the boosting rounds of a fit (3x to slow every level alike).
 MEDIAN_ROUNDS_FACTOR, MEDIAN_RATE_FACTOR = 3, 0.5
+# median_seeds: median boosters of that many seeds, averaged (less variance in the point forecast, one
+# more median booster each; NP's recipe takes 2, docs/models.md).
 
 # LEAR recalibrated daily between the weekly refits of a backtest (docs/models.md): on the validation
 # year 1-2.5 % less ensemble MAE in five of six measurements, for ~2.5-7 s more per refit week; off by
@@ -115,6 +117,11 @@ class ModelSpec:
         if kind == "lgbm" and overrides.get("recalibrate") and transform != "lear":
             raise ConfigurationError(f"model 'lgbm' parameter 'recalibrate' is true but 'target_transform' is "
                                      f"{transform!r}: it refits the LEAR of target_transform 'lear' daily")
+        if "median_seeds" in overrides:
+            n = overrides["median_seeds"]
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ConfigurationError(f"model {kind!r} parameter 'median_seeds' is {n!r}; expected a whole number "
+                                         f"of at least 1 (median boosters of that many seeds, averaged)")
         if "lgbm_weight" in overrides:
             w = overrides["lgbm_weight"]
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < float(w) < float("inf"):
@@ -176,11 +183,13 @@ class ModelSpec:
                                            target_transform=p["target_transform"], n_estimators=int(p["n_estimators"]),
                                            params=booster, n_jobs=int(p["n_jobs"]), exogenous_lags=p["exogenous_lags"],
                                            anchor_windows=tuple(p["anchor_windows"]),
-                                           recalibrate=bool(p["recalibrate"]), **median))
+                                           recalibrate=bool(p["recalibrate"]),
+                                           median_seeds=int(p["median_seeds"]), **median))
         gbm = LightGBMForecaster(inputs="day_block", target_transform=p["target_transform"],
                                  n_estimators=int(p["n_estimators"]), params=booster, n_jobs=int(p["n_jobs"]),
                                  exogenous_lags=p["exogenous_lags"], anchor_windows=tuple(p["anchor_windows"]),
-                                 recalibrate=bool(p["lear_recalibrate"]) and p["target_transform"] == "lear", **median)
+                                 recalibrate=bool(p["lear_recalibrate"]) and p["target_transform"] == "lear",
+                                 median_seeds=int(p["median_seeds"]), **median)
         lear = LEAR(windows=tuple(p["lear_windows"]), recalibrate=bool(p["lear_recalibrate"]),
                     exogenous=lear_exogenous(p["lear_exogenous_lag_days"]))
         return wrap(QuantileAverageEnsemble([gbm, lear], weights=(float(p["lgbm_weight"]), 1.0)))

@@ -395,3 +395,28 @@ def test_feature_importance_names_every_input_and_ranks_a_planted_relation():
     assert WeeklyNaive().fit(features, target).feature_importance().empty
     with pytest.raises(NotFittedError):
         LEAR().feature_importance()
+
+
+def test_lightgbm_median_of_several_seeds_is_the_mean_of_single_seed_medians(split):
+    """median_seeds=2 averages the medians of seed 0 and seed 1 (each samples its own rows and features);
+    the P10/P90 boosters are those of seed 0."""
+    features, target, train, test = split
+    kw = {"n_estimators": 20, "n_jobs": 1, "params": {"feature_fraction": 0.5}}
+    two = LightGBMForecaster(median_seeds=2, **kw).fit(features[train], target[train])
+    raw = {}
+    for seed in (0, 1):
+        m = LightGBMForecaster(seed=seed, **kw).fit(features[train], target[train])
+        raw[seed] = {q: m.models_["SYN_NORTH"].boosters[(-1, q)] for q in (0.1, 0.5, 0.9)}
+    state = two.models_["SYN_NORTH"]
+    x = two._design(features[test], state.columns, state.block_columns, state.stat_columns)
+    medians = [raw[s][0.5].predict(x) for s in (0, 1)]
+    assert not np.allclose(medians[0], medians[1])  # the seeds differ
+    np.testing.assert_allclose(state.boosters[(-1, 0.5)].predict(x), (medians[0] + medians[1]) / 2)
+    np.testing.assert_allclose(state.boosters[(-1, 0.9)].predict(x), raw[0][0.9].predict(x))
+    out = two.predict(features[test])
+    assert ((out["q10"] <= out["q50"]) & (out["q50"] <= out["q90"])).all()
+    fi = two.feature_importance()
+    assert fi[fi["quantile"] == 0.5]["share"].sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="median_seeds 0 must be a whole number of at least 1"):
+        LightGBMForecaster(median_seeds=0)
+

@@ -103,6 +103,11 @@ def test_the_median_booster_runs_longer_and_slower_unless_told():
     assert (gbm.n_estimators, gbm.median_n_estimators, gbm.median_learning_rate) == (20, 60, 0.1)
     gbm = ModelSpec.of("lgbm", median_n_estimators=25, median_learning_rate=0.3).build(calibrated=False)
     assert (gbm.n_estimators, gbm.median_n_estimators, gbm.median_learning_rate) == (200, 25, 0.3)
+    assert gbm.median_seeds == 1
+    assert ModelSpec.of("ensemble", median_seeds=2).build(calibrated=False).members[0].median_seeds == 2
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ConfigurationError, match=f"'median_seeds' is {bad!r}; expected a whole number"):
+            ModelSpec.of("ensemble", median_seeds=bad)
 
 
 def test_bad_requests_fail_clearly_and_register_nothing(settings, tmp_path):
