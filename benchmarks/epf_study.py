@@ -389,6 +389,25 @@ def model_factory(name: str, n_jobs: int):
         "lgbm_med_level_xl_stats_ff05_rl": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
                                                        params={"feature_fraction": 0.5}, derive_residual_load=True,
                                                        **SLOW_MEDIAN),
+        # the same booster with another seed (its feature sampling differs), and with the raw or asinh target
+        "lgbm_med_level_xl_stats_ff05_rl_s1": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
+                                                          params={"feature_fraction": 0.5}, derive_residual_load=True,
+                                                          seed=1, **SLOW_MEDIAN),
+        "lgbm_med_level_xl_stats_ff05_rl_s2": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
+                                                          params={"feature_fraction": 0.5}, derive_residual_load=True,
+                                                          seed=2, **SLOW_MEDIAN),
+        # NP's booster with the day blocks of D-2, D-3 and D-7 prices too, or a least-squares median
+        "lgbm_med_level_xl_stats_ff05_rl_p4": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
+                                                          params={"feature_fraction": 0.5}, derive_residual_load=True,
+                                                          block_prices=PRICE_LAGS, **SLOW_MEDIAN),
+        "lgbm_med_level_xl_stats_ff05_rl_l2": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
+                                                          params={"feature_fraction": 0.5}, derive_residual_load=True,
+                                                          median_objective="l2", **SLOW_MEDIAN),
+        "lgbm_med_xl_stats_ff05_rl": lambda: gbm(exogenous_lags="day_stats", params={"feature_fraction": 0.5},
+                                                 derive_residual_load=True, **SLOW_MEDIAN),
+        "lgbm_med_asinh_xl_stats_ff05_rl": lambda: gbm(target_transform="asinh", exogenous_lags="day_stats",
+                                                       params={"feature_fraction": 0.5}, derive_residual_load=True,
+                                                       **SLOW_MEDIAN),
         # the median booster twice as long again (1200 rounds at 0.025)
         "lgbm_med2_ff05": lambda: gbm(params={"feature_fraction": 0.5}, median_n_estimators=1200,
                                       median_learning_rate=0.025),
@@ -408,6 +427,9 @@ def model_factory(name: str, n_jobs: int):
         "lgbm_med_leaves15": lambda: gbm(params={"num_leaves": 15, "min_data_in_leaf": 50}, **SLOW_MEDIAN),
         "lgbm_med_leaves63": lambda: gbm(params={"num_leaves": 63}, **SLOW_MEDIAN),
         "lear_long_recal": lambda: LEAR(windows=(56, 84, 1092, 1456), recalibrate=True),
+        "lear_long_recal_xl1": lambda: LEAR(windows=(56, 84, 1092, 1456), recalibrate=True,
+                                            exogenous=EXOGENOUS_FEATURES + tuple(c for c in EXOGENOUS_LAG_FEATURES
+                                                                                 if c.endswith("_lag_P1D"))),
         # the penalty of each hour by BIC instead of AIC on the LARS path
         "lear_recal_bic": lambda: LEAR(windows=(56, 84, 364, 728), recalibrate=True, criterion="bic"),
         "lear_recal_xl1_bic": lambda: LEAR(windows=(56, 84, 364, 728), recalibrate=True, criterion="bic",
@@ -514,7 +536,8 @@ def backtest(features: pd.DataFrame, target: pd.Series, days: list[pd.Timestamp]
     return {n: pd.concat(v) for n, v in out.items()}, seconds
 
 
-def chosen_days(features: pd.DataFrame, phase: str, n_days: int | None) -> list[pd.Timestamp]:
+def chosen_days(features: pd.DataFrame, phase: str, n_days: int | None, complement: bool = False
+                ) -> list[pd.Timestamp]:
     from models.featureframe import local_day
 
     all_days = np.sort(local_day(features).unique())
@@ -522,8 +545,8 @@ def chosen_days(features: pd.DataFrame, phase: str, n_days: int | None) -> list[
     weeks = [period[i:i + 7] for i in range(0, len(period), 7)]
     if n_days and n_days < len(period):
         k = max(1, round(n_days / 7))
-        picks = np.unique(np.linspace(0, len(weeks) - 1, k).round().astype(int))
-        weeks = [weeks[i] for i in picks]
+        picks = set(np.unique(np.linspace(0, len(weeks) - 1, k).round().astype(int)).tolist())
+        weeks = [w for i, w in enumerate(weeks) if (i in picks) != complement]
     return [pd.Timestamp(d) for w in weeks for d in w]
 
 
@@ -541,6 +564,8 @@ def main(argv: list[str] | None = None) -> None:
                          "for an ensemble, its members, from the same fits)")
     ap.add_argument("--phase", choices=("test", "validation"), default="test", help="which period to forecast")
     ap.add_argument("--days", type=int, default=None, help="subsample this many days (whole weeks) of the period")
+    ap.add_argument("--complement", action="store_true",
+                    help="with --days: the whole weeks of the period that --days would not pick")
     ap.add_argument("--train-days", type=int, default=1456, help="training window before each refit (days)")
     ap.add_argument("--refit-days", type=int, default=7, help="refit every this many days (the benchmark: 7)")
     ap.add_argument("--n-jobs", type=int, default=2, help="threads for LightGBM (keep <= 2 on a shared machine)")
@@ -570,7 +595,7 @@ def main(argv: list[str] | None = None) -> None:
             features = with_neighbour_prices(code, features, neighbours[code])
         if args.net_load:
             features = with_net_load(code, features)
-        days = chosen_days(features, args.phase, args.days)
+        days = chosen_days(features, args.phase, args.days, args.complement)
         print(f"\n{code}: {len(features):,} feature rows, {args.phase} {len(days)} days "
               f"({days[0].date()} .. {days[-1].date()}), built in {time.perf_counter() - t0:.1f}s", flush=True)
         preds, seconds = backtest(features, target, days, names, args.train_days, args.n_jobs, args.refit_days)
