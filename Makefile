@@ -58,7 +58,8 @@ bench-features: setup  ## feature store: training sets vs a DuckDB ASOF join, on
 bench-epf: setup  ## EPF benchmark (NP, BE, FR; ../shared/data) through ingest, feature store and aurum backtest
 	$(VENV)/bin/python benchmarks/bench_epf.py --train-days 1456 --param lear_recalibrate=true --param feature_fraction=0.5 \
 		--market-param NP:target_transform=level --market-param NP:exogenous_lags=day_stats \
-		--market-param NP:lgbm_weight=2 --market-param 'NP:lear_exogenous_lag_days=[1]' --write-docs
+		--market-param NP:lgbm_weight=2 --market-param 'NP:lear_exogenous_lag_days=[1]' \
+		--market-param NP:median_objective=quantile+l2 --write-docs
 
 bench-entsoe: setup  ## the unchanged pipeline on the nine ENTSO-E zones (../shared/data): 8 weeks of the last year, 4 of 2022
 	$(VENV)/bin/python benchmarks/bench_entsoe.py --crisis --train-days 1456 --write-docs

@@ -25,14 +25,14 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "lgbm": {"structure": "pooled", "inputs": "day_block", "target_transform": "none", "n_estimators": 200,
              "learning_rate": 0.1, "median_n_estimators": None, "median_learning_rate": None, "num_leaves": 31,
              "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1, "exogenous_lags": "none",
-             "anchor_windows": [728], "recalibrate": False, "median_seeds": 1},
+             "anchor_windows": [728], "recalibrate": False, "median_seeds": 1, "median_objective": "quantile"},
     # The recommended champion: LEAR and LightGBM averaged quantile by quantile, conformal intervals.
     # target_transform "level" suits markets of slow price levels (NP); "none" lost nowhere (docs/models.md)
     "ensemble": {"lear_windows": [56, 84, 364, 728], "lear_recalibrate": False, "target_transform": "none",
                  "n_estimators": 200, "learning_rate": 0.1, "median_n_estimators": None, "median_learning_rate": None,
                  "num_leaves": 31, "min_data_in_leaf": 20, "calibration_days": 182, "n_jobs": 1,
                  "exogenous_lags": "none", "lear_exogenous_lag_days": [1, 7], "lgbm_weight": 1.0,
-                 "anchor_windows": [728], "median_seeds": 1},
+                 "anchor_windows": [728], "median_seeds": 1, "median_objective": "quantile"},
 }
 # target_transform "lear" (lgbm, ensemble): LightGBM fits the residuals of a LEAR forecast, cross-fitted on
 # the training days, of a LEAR on the anchor_windows (docs/models.md); on the EPF validation year it beat
@@ -51,7 +51,9 @@ DEFAULTS: dict[str, dict[str, object]] = {
 # BE / FR (docs/models.md), for 1.7x the boosting rounds of a fit (3x to slow every level alike).
 MEDIAN_ROUNDS_FACTOR, MEDIAN_RATE_FACTOR = 3, 0.5
 # median_seeds: median boosters of that many seeds, averaged (less variance in the point forecast, one
-# more median booster each; NP's recipe takes 2, docs/models.md).
+# more median booster each; on NP's validation year noise, docs/models.md). median_objective: the median
+# booster's loss, "quantile" (pinball), "l2" (squared: the mean) or "quantile+l2" (one of each, averaged;
+# NP's recipe: -1.3 % ensemble MAE on its validation year, docs/models.md).
 
 # LEAR recalibrated daily between the weekly refits of a backtest (docs/models.md): on the validation
 # year 1-2.5 % less ensemble MAE in five of six measurements, for ~2.5-7 s more per refit week; off by
@@ -117,6 +119,12 @@ class ModelSpec:
         if kind == "lgbm" and overrides.get("recalibrate") and transform != "lear":
             raise ConfigurationError(f"model 'lgbm' parameter 'recalibrate' is true but 'target_transform' is "
                                      f"{transform!r}: it refits the LEAR of target_transform 'lear' daily")
+        if "median_objective" in overrides:
+            from models.lightgbm_forecaster import MEDIAN_OBJECTIVES
+
+            if overrides["median_objective"] not in MEDIAN_OBJECTIVES:
+                raise ConfigurationError(f"model {kind!r} parameter 'median_objective' is "
+                                         f"{overrides['median_objective']!r}; expected one of {', '.join(MEDIAN_OBJECTIVES)}")
         if "median_seeds" in overrides:
             n = overrides["median_seeds"]
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -177,19 +185,18 @@ class ModelSpec:
         median = {"median_n_estimators": int(MEDIAN_ROUNDS_FACTOR * int(p["n_estimators"])
                                              if p["median_n_estimators"] is None else p["median_n_estimators"]),
                   "median_learning_rate": float(MEDIAN_RATE_FACTOR * float(p["learning_rate"])
-                                                if p["median_learning_rate"] is None else p["median_learning_rate"])}
+                                                if p["median_learning_rate"] is None else p["median_learning_rate"]),
+                  "median_seeds": int(p["median_seeds"]), "median_objective": str(p["median_objective"])}
         if self.kind == "lgbm":
             return wrap(LightGBMForecaster(structure=p["structure"], inputs=p["inputs"],
                                            target_transform=p["target_transform"], n_estimators=int(p["n_estimators"]),
                                            params=booster, n_jobs=int(p["n_jobs"]), exogenous_lags=p["exogenous_lags"],
                                            anchor_windows=tuple(p["anchor_windows"]),
-                                           recalibrate=bool(p["recalibrate"]),
-                                           median_seeds=int(p["median_seeds"]), **median))
+                                           recalibrate=bool(p["recalibrate"]), **median))
         gbm = LightGBMForecaster(inputs="day_block", target_transform=p["target_transform"],
                                  n_estimators=int(p["n_estimators"]), params=booster, n_jobs=int(p["n_jobs"]),
                                  exogenous_lags=p["exogenous_lags"], anchor_windows=tuple(p["anchor_windows"]),
-                                 recalibrate=bool(p["lear_recalibrate"]) and p["target_transform"] == "lear",
-                                 median_seeds=int(p["median_seeds"]), **median)
+                                 recalibrate=bool(p["lear_recalibrate"]) and p["target_transform"] == "lear", **median)
         lear = LEAR(windows=tuple(p["lear_windows"]), recalibrate=bool(p["lear_recalibrate"]),
                     exogenous=lear_exogenous(p["lear_exogenous_lag_days"]))
         return wrap(QuantileAverageEnsemble([gbm, lear], weights=(float(p["lgbm_weight"]), 1.0)))

@@ -397,9 +397,10 @@ def test_feature_importance_names_every_input_and_ranks_a_planted_relation():
         LEAR().feature_importance()
 
 
-def test_lightgbm_median_of_several_seeds_is_the_mean_of_single_seed_medians(split):
+def test_lightgbm_median_of_several_seeds_or_objectives_is_the_mean_of_their_medians(split):
     """median_seeds=2 averages the medians of seed 0 and seed 1 (each samples its own rows and features);
-    the P10/P90 boosters are those of seed 0."""
+    the P10/P90 boosters are those of seed 0. median_objective="quantile+l2" averages a pinball median and
+    a least-squares one."""
     features, target, train, test = split
     kw = {"n_estimators": 20, "n_jobs": 1, "params": {"feature_fraction": 0.5}}
     two = LightGBMForecaster(median_seeds=2, **kw).fit(features[train], target[train])
@@ -419,4 +420,16 @@ def test_lightgbm_median_of_several_seeds_is_the_mean_of_single_seed_medians(spl
     assert fi[fi["quantile"] == 0.5]["share"].sum() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="median_seeds 0 must be a whole number of at least 1"):
         LightGBMForecaster(median_seeds=0)
+    # the pinball median and the least-squares one, averaged (NP's recipe); with two seeds, four boosters
+    l1 = LightGBMForecaster(**kw).fit(features[train], target[train]).models_["SYN_NORTH"].boosters[(-1, 0.5)]
+    l2 = LightGBMForecaster(median_objective="l2", **kw).fit(features[train], target[train])
+    l2 = l2.models_["SYN_NORTH"].boosters[(-1, 0.5)]
+    both = LightGBMForecaster(median_objective="quantile+l2", **kw).fit(features[train], target[train])
+    np.testing.assert_allclose(both.models_["SYN_NORTH"].boosters[(-1, 0.5)].predict(x),
+                               (l1.predict(x) + l2.predict(x)) / 2)
+    assert not np.allclose(l1.predict(x), l2.predict(x))
+    four = LightGBMForecaster(median_objective="quantile+l2", median_seeds=2, **kw).fit(features[train], target[train])
+    assert len(four.models_["SYN_NORTH"].boosters[(-1, 0.5)].boosters) == 4
+    with pytest.raises(ValueError, match="median_objective 'l1' must be one of quantile, l2, quantile\\+l2"):
+        LightGBMForecaster(median_objective="l1")
 

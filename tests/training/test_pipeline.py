@@ -105,6 +105,10 @@ def test_the_median_booster_runs_longer_and_slower_unless_told():
     assert (gbm.n_estimators, gbm.median_n_estimators, gbm.median_learning_rate) == (200, 25, 0.3)
     assert gbm.median_seeds == 1
     assert ModelSpec.of("ensemble", median_seeds=2).build(calibrated=False).members[0].median_seeds == 2
+    gbm = ModelSpec.of("ensemble", median_objective="quantile+l2").build(calibrated=False).members[0]
+    assert (gbm.median_objective, gbm.median_seeds) == ("quantile+l2", 1)
+    with pytest.raises(ConfigurationError, match="'median_objective' is 'l1'; expected one of quantile, l2"):
+        ModelSpec.of("lgbm", median_objective="l1")
     for bad in (0, 1.5, True, "2"):
         with pytest.raises(ConfigurationError, match=f"'median_seeds' is {bad!r}; expected a whole number"):
             ModelSpec.of("ensemble", median_seeds=bad)
