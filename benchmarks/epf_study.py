@@ -381,6 +381,7 @@ def model_factory(name: str, n_jobs: int):
         # booster settings measured on the validation year (docs/models.md)
         "lgbm_med_bin255": lambda: gbm(params={"max_bin": 255}, **SLOW_MEDIAN),
         "lgbm_med_ff05": lambda: gbm(params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
+        "lgbm_med_ff05_l2": lambda: gbm(params={"feature_fraction": 0.5}, median_objective="l2", **SLOW_MEDIAN),
         # BE and FR pooled: the coupled partner's rows of the same days as well (pooled_gbm above)
         "lgbm_med_ff05_pool": lambda: pooled_gbm(n_jobs=n_jobs, params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
         "lgbm_med_level_xl_stats_ff05": lambda: gbm(target_transform="level", exogenous_lags="day_stats",

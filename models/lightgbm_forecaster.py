@@ -330,10 +330,9 @@ class LightGBMForecaster(MarketwiseForecaster):
                     if self.median_n_estimators is not None:
                         rounds = self.median_n_estimators
                     # "l2": the mean, smoother gradients than the pinball's signs; "quantile+l2": both, averaged
-                    objectives = ["quantile" if o == "quantile" else "l2" for o in self.median_objective.split("+")]
                     seeds = range(self.seed, self.seed + getattr(self, "median_seeds", 1))  # older pickles: 1
                     boosters = [lgb.train({**params, "objective": o, "seed": sd}, data, num_boost_round=rounds)
-                                for o in objectives for sd in seeds]
+                                for o in self.median_objective.split("+") for sd in seeds]
                     state.boosters[(h, q)] = boosters[0] if len(boosters) == 1 else _MedianAverage(boosters)
                     continue
                 state.boosters[(h, q)] = lgb.train(params, data, num_boost_round=rounds)
