@@ -3,6 +3,7 @@
 import datetime as dt
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -55,8 +56,6 @@ def test_train_register_approve_reject_rollback_and_serve_the_champion(settings,
     assert {"price_lag_P1D", "load_forecast_mw_lag_P1D", "weekday"} <= set(importance["input"])
     assert importance.set_index("input").loc["price_lag_P1D", "share"] > importance["share"].median()
     assert Path(ml.download_artifact(lear.run_id, "plots/feature_importance.png", tmp_path / "dl")).stat().st_size > 0
-    import mlflow
-
     client = mlflow.MlflowClient()
     assert [a.path for a in client.list_artifacts(lear.run_id, "importance")] == ["importance/feature_importance.csv"]
     assert client.list_artifacts(naive.run_id, "importance") == []  # the naive weighs nothing
