@@ -274,7 +274,13 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
 
 def log_figure(figure, artifact_file: str) -> None:
-    mlflow.log_figure(figure, artifact_file)
+    """Log a matplotlib figure, then close it (pyplot keeps every open figure until closed)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        mlflow.log_figure(figure, artifact_file)
+    finally:
+        plt.close(figure)
 
 
 def run_record(run_id: str) -> dict[str, object]:
