@@ -190,6 +190,9 @@ def pooled_gbm(slot: str = "fuel_price_eur_mwh", **kw):
 
 
 SLOW_MEDIAN = {"median_n_estimators": 600, "median_learning_rate": 0.05}
+# NP's recipe booster deriving its residual load (the platform's LightGBM with NP's make bench-epf settings)
+NP_BOOSTER = {"target_transform": "level", "exogenous_lags": "day_stats", "params": {"feature_fraction": 0.5},
+              "derive_residual_load": True, **SLOW_MEDIAN}
 ANCHOR = {"target_transform": "lear", "anchor_windows": (364, 728), "recalibrate": True}
 
 
@@ -387,23 +390,13 @@ def model_factory(name: str, n_jobs: int):
         "lgbm_med_level_xl_stats_ff05": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
                                                     params={"feature_fraction": 0.5}, **SLOW_MEDIAN),
         # NP's recipe booster deriving its residual load (load minus wind), as the platform's LightGBM does
-        "lgbm_med_level_xl_stats_ff05_rl": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
-                                                       params={"feature_fraction": 0.5}, derive_residual_load=True,
-                                                       **SLOW_MEDIAN),
+        "lgbm_med_level_xl_stats_ff05_rl": lambda: gbm(**NP_BOOSTER),
         # the same booster with another seed (its feature sampling differs), and with the raw or asinh target
-        "lgbm_med_level_xl_stats_ff05_rl_s1": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
-                                                          params={"feature_fraction": 0.5}, derive_residual_load=True,
-                                                          seed=1, **SLOW_MEDIAN),
-        "lgbm_med_level_xl_stats_ff05_rl_s2": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
-                                                          params={"feature_fraction": 0.5}, derive_residual_load=True,
-                                                          seed=2, **SLOW_MEDIAN),
+        "lgbm_med_level_xl_stats_ff05_rl_s1": lambda: gbm(**NP_BOOSTER, seed=1),
+        "lgbm_med_level_xl_stats_ff05_rl_s2": lambda: gbm(**NP_BOOSTER, seed=2),
         # NP's booster with the day blocks of D-2, D-3 and D-7 prices too, or a least-squares median
-        "lgbm_med_level_xl_stats_ff05_rl_p4": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
-                                                          params={"feature_fraction": 0.5}, derive_residual_load=True,
-                                                          block_prices=PRICE_LAGS, **SLOW_MEDIAN),
-        "lgbm_med_level_xl_stats_ff05_rl_l2": lambda: gbm(target_transform="level", exogenous_lags="day_stats",
-                                                          params={"feature_fraction": 0.5}, derive_residual_load=True,
-                                                          median_objective="l2", **SLOW_MEDIAN),
+        "lgbm_med_level_xl_stats_ff05_rl_p4": lambda: gbm(**NP_BOOSTER, block_prices=PRICE_LAGS),
+        "lgbm_med_level_xl_stats_ff05_rl_l2": lambda: gbm(**NP_BOOSTER, median_objective="l2"),
         "lgbm_med_xl_stats_ff05_rl": lambda: gbm(exogenous_lags="day_stats", params={"feature_fraction": 0.5},
                                                  derive_residual_load=True, **SLOW_MEDIAN),
         "lgbm_med_asinh_xl_stats_ff05_rl": lambda: gbm(target_transform="asinh", exogenous_lags="day_stats",
@@ -580,6 +573,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--combine", default="",
                     help="with --rescore: comma-separated a+b averages of saved forecasts ('a*2+b' weights a twice)")
     args = ap.parse_args(argv)
+    if args.complement and not args.days:
+        ap.error("--complement needs --days N: it runs the whole weeks that --days N leaves out")
     if args.rescore:
         return rescore(args)
     from models import metrics as M

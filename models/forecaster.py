@@ -256,7 +256,7 @@ IMPORTANCE_COLUMNS = ("market", "member", "model", "quantile", "input", "importa
 def importance_frame(rows: list[dict]) -> pd.DataFrame:
     """``rows`` (dicts of market, model, quantile, input, importance, measure) summed per input, with shares."""
     frame = pd.DataFrame(rows, columns=[c for c in IMPORTANCE_COLUMNS if c != "share"])
-    frame["member"] = frame["member"].fillna("")
+    frame["member"] = ""  # an ensemble names its members after
     keys = ["market", "member", "model", "quantile", "measure"]
     frame = frame.groupby([*keys, "input"], sort=False, as_index=False)["importance"].sum()
     total = frame.groupby(keys, sort=False)["importance"].transform("sum")

@@ -121,9 +121,6 @@ class _MedianAverage:
     def feature_importance(self, importance_type: str = "split") -> np.ndarray:
         return np.mean([b.feature_importance(importance_type=importance_type) for b in self.boosters], axis=0)
 
-    def num_feature(self) -> int:
-        return self.boosters[0].num_feature()
-
 
 @dataclass
 class _MarketGBM:
